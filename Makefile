@@ -1,0 +1,30 @@
+# One venv, pinned torch pair (constraints.txt), editable install with the dev extra.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test bench postgres clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)  ## train every architecture on the synthetic replica, write results/demo/leaderboard.md
+	$(BIN)/lesionbench run --suite demo
+
+test: $(STAMP)  ## the full test suite (what CI runs)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)  ## throughput / loader / latency benchmark, writes results/perf.md
+	$(BIN)/lesionbench bench
+
+postgres:  ## PostgreSQL server binaries for the shared-storage Optuna test (Debian)
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then echo "postgresql present"; \
+	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache

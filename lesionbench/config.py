@@ -1,0 +1,308 @@
+"""Experiment schema: one validated pydantic model per YAML file under ``experiments/``.
+
+Every object is named in config and built from name + options, so a run folder's
+``config.yaml`` alone reproduces the run. Unknown keys are errors (``extra="forbid"``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from lesionbench.errors import LesionBenchError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DatasetName = Literal["isic2016", "isic2017", "isic2018", "isic2018-task2", "kvasir-seg", "synthetic"]
+OptimizerName = Literal["adam", "adamw", "sgd", "rmsprop", "adagrad", "adabelief"]
+SchedulerName = Literal[
+    "none", "reduce-on-plateau", "cosine", "cosine-restarts", "step", "exponential",
+    "one-cycle", "cosine-warmup",
+]
+LossName = Literal["bce", "dice", "jaccard", "focal", "tversky"]
+InitName = Literal["none", "xavier", "kaiming", "orthogonal", "normal"]
+Precision = Literal["32-true", "32", "16-mixed", "bf16-mixed", "64-true"]
+
+#: Number of target channels per dataset (ISIC 2018 Task 2 has five attribute masks).
+NUM_CLASSES: dict[str, int] = {
+    "isic2016": 1, "isic2017": 1, "isic2018": 1, "isic2018-task2": 5, "kvasir-seg": 1, "synthetic": 1,
+}
+
+
+class ConfigError(LesionBenchError):
+    """A config problem, already phrased as one line for the user."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DatasetConfig(_Strict):
+    name: DatasetName = "synthetic"
+    root: str | None = Field(None, description="Folder holding the unzipped archives; default $LESIONBENCH_DATA")
+    image_size: int = Field(224, ge=16, le=2048)
+    split: str = Field("official", description="official | seed000 | seed001 | seed002 | a split file path")
+    augmentation: str = Field("basic", description="Name of an albumentations recipe in data/transforms.py")
+    subset: int | None = Field(None, ge=1, description="Use at most this many images per split (smoke runs)")
+    num_workers: int = Field(0, ge=0)
+    cache: bool = Field(True, description="Pre-resized memory-mapped cache")
+    leakage: Literal["report", "exclude", "ignore"] = "report"
+
+
+class ModelConfig(_Strict):
+    name: str = "smp:Unet/resnet34"
+    options: dict[str, Any] = Field(default_factory=dict)
+    init: InitName = Field("none", description="Init of decoder/head weights; pretrained encoders untouched")
+
+
+class LossTerm(_Strict):
+    name: LossName
+    weight: float = 1.0
+    options: dict[str, float] = Field(default_factory=dict)
+
+
+class LossConfig(_Strict):
+    terms: list[LossTerm] = Field(default_factory=lambda: [LossTerm(name="bce"), LossTerm(name="dice")])
+    deep_supervision_weights: list[float] | None = Field(
+        None, description="Per-head weights, coarsest first; default: the model's own, else equal"
+    )
+
+
+class OptimizerConfig(_Strict):
+    name: OptimizerName = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SchedulerConfig(_Strict):
+    name: SchedulerName = "none"
+    options: dict[str, Any] = Field(default_factory=dict)
+    warmup_fraction: float = Field(0.1, ge=0, lt=1, description="cosine-warmup: share of steps warming up")
+
+
+class EarlyStoppingConfig(_Strict):
+    patience: int = Field(12, ge=1)
+    monitor: str = "val/dice"
+    mode: Literal["min", "max"] = "max"
+    min_delta: float = 0.0
+
+
+class PhaseConfig(_Strict):
+    """One stage of a recipe; unset fields inherit the experiment-level settings."""
+
+    name: str = "train"
+    epochs: int | None = Field(None, ge=1)
+    freeze: list[str] = Field(default_factory=list, description="Stage names to freeze, e.g. [encoder]")
+    unfreeze: list[str] = Field(default_factory=list, description="Stage names to unfreeze after freezing")
+    optimizer: OptimizerConfig | None = None
+    lr: float | None = Field(None, gt=0, description="Shortcut: override only the learning rate")
+    scheduler: SchedulerConfig | None = None
+    early_stopping: EarlyStoppingConfig | None = None
+
+
+class TrainerConfig(_Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(8, ge=1)
+    precision: Precision = "32-true"
+    seed: int = 42
+    deterministic: bool = False
+    accelerator: str = "auto"
+    devices: int | str | list[int] = "auto"
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    gradient_clip_val: float | None = None
+    accumulate_grad_batches: int = Field(1, ge=1)
+    limit_train_batches: float | int | None = None
+    limit_val_batches: float | int | None = None
+    check_val_every_n_epoch: int = Field(1, ge=1)
+    logger: Literal["csv", "wandb"] = "csv"
+    channels_last: bool = False
+    compile: bool = False
+
+
+class PublishedScore(_Strict):
+    """A score reported by a write-up or a challenge, shown beside ours on the leaderboard."""
+
+    metric: str
+    value: float
+    source: str
+    note: str = ""
+
+
+class SearchParam(_Strict):
+    name: str = Field(..., description="Dotted config key, e.g. optimizer.lr")
+    type: Literal["float", "int", "categorical"] = "float"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+
+class TuneConfig(_Strict):
+    sampler: Literal["grid", "tpe", "random"] = "tpe"
+    pruner: Literal["none", "median", "hyperband"] = "none"
+    n_trials: int | None = Field(None, ge=1)
+    metric: str = "val/dice"
+    direction: Literal["maximize", "minimize"] = "maximize"
+    params: list[SearchParam] = Field(default_factory=list)
+
+
+class ExperimentConfig(_Strict):
+    name: str = "experiment"
+    description: str = ""
+    seed_ref: str | None = Field(None, description="Which write-up this reproduces, e.g. '000'")
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    early_stopping: EarlyStoppingConfig | None = None
+    phases: list[PhaseConfig] = Field(default_factory=list)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    published: list[PublishedScore] = Field(default_factory=list)
+    tune: TuneConfig | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not v or any(c in v for c in "/\\ "):
+            raise ValueError("must be non-empty, without spaces or slashes (it names the run folder)")
+        return v
+
+    @model_validator(mode="after")
+    def _check_weights(self) -> "ExperimentConfig":
+        w = self.loss.deep_supervision_weights
+        if w is not None and (not w or any(x < 0 for x in w)):
+            raise ValueError("loss.deep_supervision_weights must be non-negative and non-empty")
+        return self
+
+    @property
+    def num_classes(self) -> int:
+        return NUM_CLASSES[self.dataset.name]
+
+    def resolved_phases(self) -> list[PhaseConfig]:
+        """Phases with every inherited field filled in; one phase when none are given."""
+        phases = self.phases or [PhaseConfig(name="train")]
+        out = []
+        for p in phases:
+            opt = (p.optimizer or self.optimizer).model_copy()
+            if p.lr is not None:
+                opt.lr = p.lr
+            out.append(p.model_copy(update={
+                "epochs": p.epochs or self.trainer.epochs,
+                "optimizer": opt,
+                "lr": opt.lr,
+                "scheduler": p.scheduler or self.scheduler,
+                "early_stopping": p.early_stopping or self.early_stopping,
+            }))
+        return out
+
+    def config_hash(self) -> str:
+        """Stable hash of everything that changes the result (used to skip finished runs)."""
+        payload = json.dumps(self.model_dump(mode="json", exclude={"description", "published", "tune"}),
+                             sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- loading
+
+def _parse_value(text: str) -> Any:
+    """`--set` values are YAML scalars: 1e-3 -> float, true -> bool, [a, b] -> list."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` pairs to a raw config dict (before validation)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set optimizer.lr=1e-4")
+        key, _, raw = item.partition("=")
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: '{part}' is not a section")
+            node = child
+        node[parts[-1]] = _parse_value(raw)
+    return data
+
+
+def _allowed(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """Names the allowed keys of the section holding an unknown key."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return ""
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        nxt = None
+        for c in candidates:
+            for inner in [c, *getattr(c, "__args__", ())]:
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    nxt = inner
+        if nxt is None:
+            return ""
+        current = nxt
+    return ", ".join(getattr(current, "model_fields", {}))
+
+
+def format_validation_error(err: ValidationError, source: str, model: type[BaseModel] = ExperimentConfig) -> str:
+    """One line per problem: ``source: key: what is wrong (allowed: ...)``."""
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed(model, tuple(e["loc"]))
+            lines.append(f"{source}: unknown key '{key}' (allowed here: {allowed})")
+        elif e["type"] == "literal_error":
+            lines.append(f"{source}: {key}: {e['input']!r} is not allowed ({e['msg'].removeprefix('Input should be ')})")
+        else:
+            lines.append(f"{source}: {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such experiment file (see experiments/ for examples)")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{p}:{where} is not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of sections (dataset:, model:, ...)")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read an experiment YAML (or the defaults), apply ``--set`` overrides, validate."""
+    data = read_yaml(path) if path else {}
+    if path and "name" not in data:
+        data["name"] = Path(path).stem
+    data = apply_overrides(data, overrides or [])
+    return parse_config(data, str(path or "--set"))

@@ -1,0 +1,91 @@
+"""Trainer assembly: Lightning's own callbacks for checkpoints, early stopping and LR logging."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger
+
+from lesionbench.config import ExperimentConfig, PhaseConfig
+from lesionbench.training.loggers import build_loggers
+
+MONITOR = "val/dice"
+
+
+def build_trainer(
+    cfg: ExperimentConfig,
+    phase: PhaseConfig,
+    phase_dir: Path,
+    run_dir: Path,
+    extra: list[Callback],
+    progress: bool = True,
+) -> tuple[L.Trainer, ModelCheckpoint]:
+    """One Trainer per phase: checkpoint on validation Dice, optional early stopping."""
+    ckpt = ModelCheckpoint(
+        dirpath=phase_dir, filename="best", monitor=MONITOR, mode="max", save_top_k=1, save_last=True,
+        auto_insert_metric_name=False, enable_version_counter=False,
+    )
+    callbacks: list[Callback] = [ckpt, LearningRateMonitor(logging_interval="epoch"), *extra]
+    if phase.early_stopping is not None:
+        es = phase.early_stopping
+        callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta))
+    t = cfg.trainer
+    trainer = L.Trainer(
+        default_root_dir=run_dir,
+        max_epochs=phase.epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        deterministic=t.deterministic,
+        gradient_clip_val=t.gradient_clip_val,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches,
+        check_val_every_n_epoch=t.check_val_every_n_epoch,
+        logger=run_loggers(cfg, run_dir),
+        callbacks=callbacks,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+    )
+    return trainer, ckpt
+
+
+_LOGGERS: dict[Path, list[Logger]] = {}
+
+
+def run_loggers(cfg: ExperimentConfig, run_dir: Path) -> list[Logger]:
+    """One set of loggers per run, shared by its phases, so logs/metrics.csv holds every epoch."""
+    key = run_dir.resolve()
+    if key not in _LOGGERS:
+        metrics = run_dir / "logs" / "metrics.csv"
+        if metrics.is_file():  # a resumed run: keep the earlier epochs (CSVLogger would delete them)
+            n = len(list(metrics.parent.glob("metrics.before-*.csv")))
+            metrics.rename(metrics.parent / f"metrics.before-{n}.csv")
+        _LOGGERS[key] = [CSVLogger(save_dir=run_dir, name="logs", version=""), *build_loggers(cfg, run_dir)]
+    return _LOGGERS[key]
+
+
+def release_loggers(run_dir: Path) -> list[Logger]:
+    """Forget a finished run's loggers (returned so the caller can finalise them)."""
+    return _LOGGERS.pop(run_dir.resolve(), [])
+
+
+def merge_csv_logs(log_dir: Path) -> None:
+    """Put the epochs logged before a resume back in front of the new ones."""
+    before = sorted(log_dir.glob("metrics.before-*.csv"))
+    current = log_dir / "metrics.csv"
+    if not before:
+        return
+    frames = [pd.read_csv(p) for p in before + ([current] if current.is_file() else [])]
+    tmp = current.with_suffix(".tmp")
+    pd.concat(frames, ignore_index=True).to_csv(tmp, index=False)
+    tmp.replace(current)
+    for p in before:
+        p.unlink()
