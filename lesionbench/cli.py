@@ -21,7 +21,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Reproducible, fair benchmarks of lesion segmentation architectures.")
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: synthetic replicas, verification, downloads.")
 app.add_typer(data_app, name="data")
-console = Console()
+# DDP workers re-run this command (Lightning's subprocess launcher): only rank zero prints.
+console = Console(quiet=os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0")
 
 Out = Annotated[Path, typer.Option("--out", help="Results folder (one sub-folder per suite)")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set optimizer.lr=1e-4")]
@@ -58,7 +59,9 @@ def run(
     overrides = list(set_ or [])
     runs, name = [], suite or "adhoc"
     if suite:
-        runs += expand_suite(load_suite(suite), overrides, quick, synthetic)
+        loaded = load_suite(suite)
+        name = loaded.name
+        runs += expand_suite(loaded, overrides, quick, synthetic)
     for exp in experiments or []:
         runs += expand_experiment(exp, overrides, quick, synthetic)
     suite_dir = out / suite_dir_name(name, quick, synthetic)
@@ -125,7 +128,9 @@ def _ensure_synthetic(runs) -> None:
 def _write_leaderboard(suite_dir: Path) -> Path | None:
     from lesionbench.reporting.leaderboard import write_leaderboard
 
-    if not suite_dir.is_dir():
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    if not suite_dir.is_dir() or rank_zero_only.rank != 0:  # DDP workers leave it to rank zero
         return None
     return write_leaderboard(suite_dir)
 

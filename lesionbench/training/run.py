@@ -95,7 +95,10 @@ def train(
         if trainer.interrupted:
             raise KeyboardInterrupt
         best_path = Path(ckpt.best_model_path) if ckpt.best_model_path else last
-        _load_weights(task, best_path)  # "restore best weights" before the next phase
+        if best_path.is_file():
+            _load_weights(task, best_path)  # "restore best weights" before the next phase
+        else:  # nothing was trained (e.g. limit_train_batches=0): keep these weights
+            trainer.save_checkpoint(best_path)
         score = ckpt.best_model_score
         best_val = float(score) if score is not None else best_val
         writer.json(done.relative_to(run_dir), {"best": best_path.name, "score": best_val, "seconds": seconds})
@@ -108,7 +111,7 @@ def train(
         return RunResult(run_dir, "finished", best_val=best_val)
 
     index, stats = task.test_result
-    ids = [dm.test_ids[i] for i in index.tolist()]
+    ids = [dm.test_ids[i] for i in index.reshape(-1).tolist()]  # torchmetrics squeezes a 1-image result
     metrics, rows = summarize(stats, ids, cfg.dataset.name, dm.class_names)
     last_phase = task.phases[-1]
     metrics.update({

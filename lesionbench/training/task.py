@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
@@ -95,7 +96,7 @@ class SegmentationTask(L.LightningModule):
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = build_optimizer(params, self.phase.optimizer)
         epochs = int(self.trainer.max_epochs or self.phase.epochs or 1)
-        steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // epochs)
+        steps_per_epoch = max(1, math.ceil(int(self.trainer.estimated_stepping_batches) / epochs))
         es = self.phase.early_stopping
         scheduler = build_scheduler(
             optimizer, self.phase.scheduler, epochs=epochs, steps_per_epoch=steps_per_epoch,

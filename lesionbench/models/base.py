@@ -1,0 +1,127 @@
+"""One small base class for every network: encoder -> decoder -> head, named stages, freezing.
+
+Why: the training side (phases, init, CAM) talks to every architecture the same way, the way
+segmentation-models-pytorch puts every architecture behind one ``SegmentationModel.forward``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lesionbench.errors import LesionBenchError
+
+Logits = Tensor | list[Tensor]
+
+
+class SegmentationModel(nn.Module):
+    """``forward(x)`` = head(decoder(encoder(x))), resized to the input size.
+
+    Subclasses set ``encoder`` (returns a list of feature maps), ``decoder`` (features -> tensor
+    or list) and ``head`` (decoder output -> logits tensor, or a list for deep supervision,
+    coarsest first). Deeply supervised models return the list in train mode and
+    ``merge_heads(list)`` (default: the finest head) in eval mode.
+    """
+
+    encoder: nn.Module
+    decoder: nn.Module
+    head: nn.Module
+    #: Per-head loss weights, coarsest first; None when the model has one output.
+    deep_supervision_weights: list[float] | None = None
+    #: The input size the write-up used (square).
+    default_input_size: int = 224
+
+    def forward(self, x: Tensor) -> Logits:
+        size = x.shape[-2:]
+        out = self.head(self.decoder(self.encoder(x)))
+        if isinstance(out, (list, tuple)):
+            heads = [self._resize(o, size) if i == len(out) - 1 else o for i, o in enumerate(out)]
+            return heads if self.training else self.merge_heads([self._resize(o, size) for o in heads])
+        return self._resize(out, size)
+
+    @staticmethod
+    def _resize(t: Tensor, size: torch.Size) -> Tensor:
+        return t if t.shape[-2:] == size else F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+
+    def merge_heads(self, heads: list[Tensor]) -> Tensor:
+        """Eval-mode output of a deeply supervised model: the finest head."""
+        return heads[-1]
+
+    # ------------------------------------------------------------------ stages
+    def stages(self) -> dict[str, nn.Module]:
+        """Named parts for freezing: encoder, encoder.<stage>..., decoder, head."""
+        out: dict[str, nn.Module] = {"encoder": self.encoder}
+        out.update({f"encoder.{k}": v for k, v in encoder_stages(self.encoder).items()})
+        out["decoder"] = self.decoder
+        out["head"] = self.head
+        return out
+
+    def decoder_modules(self) -> list[nn.Module]:
+        """What a weight initialiser may touch: never the (possibly pretrained) encoder."""
+        return [self.decoder, self.head]
+
+    def cam_layers(self) -> dict[str, nn.Module]:
+        """Layers for CAM / Grad-CAM: the last feature layer before logits and the bottleneck."""
+        enc = list(encoder_stages(self.encoder).values()) or [self.encoder]
+        return {"last": self.decoder, "bottleneck": enc[-1]}
+
+    def train(self, mode: bool = True) -> "SegmentationModel":
+        super().train(mode)
+        if mode:  # BatchNorm statistics of frozen stages must not drift
+            for m in self.modules():
+                if getattr(m, "_lb_frozen", False) and isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def config(self) -> dict[str, Any]:
+        """Name and options this model was built from (set by ``create_model``)."""
+        return dict(getattr(self, "_lb_config", {}))
+
+
+def encoder_stages(encoder: nn.Module) -> dict[str, nn.Module]:
+    """An encoder may name its stages with a ``stages()`` method (a sub-module called
+    ``stages``, as in timm, is not that)."""
+    fn = getattr(type(encoder), "stages", None)
+    return fn(encoder) if callable(fn) and not isinstance(fn, nn.Module) else {}
+
+
+def _resolve(model: SegmentationModel, names: Iterable[str] | str) -> list[nn.Module]:
+    stages = model.stages()
+    names = [names] if isinstance(names, str) else list(names)
+    missing = [n for n in names if n not in stages]
+    if missing:
+        raise LesionBenchError(
+            f"unknown stage {', '.join(map(repr, missing))} for {type(model).__name__}; "
+            f"available stages: {', '.join(stages)}")
+    return [stages[n] for n in names]
+
+
+def freeze(model: SegmentationModel, names: Iterable[str] | str) -> None:
+    """Stop gradients in the named stages and keep their BatchNorm layers in eval mode."""
+    for stage in _resolve(model, names):
+        for p in stage.parameters():
+            p.requires_grad_(False)
+        for m in stage.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m._lb_frozen = True
+                m.eval()
+
+
+def unfreeze(model: SegmentationModel, names: Iterable[str] | str) -> None:
+    """Undo ``freeze`` for the named stages (e.g. ``encoder.conv5`` after freezing ``encoder``)."""
+    for stage in _resolve(model, names):
+        for p in stage.parameters():
+            p.requires_grad_(True)
+        for m in stage.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m._lb_frozen = False
+                m.train(model.training)
+
+
+def count_params(model: nn.Module, trainable: bool | None = None) -> int:
+    """Parameter count; ``trainable=True/False`` counts only (non-)trainable ones."""
+    return sum(p.numel() for p in model.parameters() if trainable is None or p.requires_grad == trainable)

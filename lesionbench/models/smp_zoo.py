@@ -1,0 +1,95 @@
+"""segmentation-models-pytorch architectures as ``smp:<Arch>/<encoder>``, registered in a loop.
+
+Any smp architecture x encoder parses (``smp:UnetPlusPlus/efficientnet-b3``); a common matrix
+is also registered so ``lesionbench models`` lists it. The smp model is split into our
+encoder / decoder / head so freezing, init and CAM work as for the hand-built models.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from torch import nn
+
+from lesionbench.errors import LesionBenchError
+from lesionbench.models.base import SegmentationModel
+from lesionbench.models.registry import register_family, register_model
+from lesionbench.models.weights import DEFAULT_WEIGHTS, load_encoder_weights, weights_kind
+
+ARCHS = ("Unet", "UnetPlusPlus", "MAnet", "Linknet", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus",
+         "PAN", "UPerNet", "Segformer")
+ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet-b0", "mobilenet_v2", "mit_b0",
+            "tu-convnext_tiny")
+_UNSUPPORTED = {("UnetPlusPlus", "mit_b0"), ("Linknet", "mit_b0")}
+
+
+class SmpModel(SegmentationModel):
+    """An smp model's encoder, decoder and segmentation head under our base class."""
+
+    def __init__(self, arch: str, encoder_name: str, num_classes: int = 1,
+                 weights: str = DEFAULT_WEIGHTS, **kwargs: Any) -> None:
+        super().__init__()
+        import segmentation_models_pytorch as smp
+        kind = weights_kind(weights)
+        try:
+            net = smp.create_model(arch, encoder_name=encoder_name, classes=num_classes,
+                                   encoder_weights="imagenet" if kind == "imagenet" else None, **kwargs)
+        except KeyError as err:
+            close = difflib.get_close_matches(encoder_name, smp.encoders.get_encoder_names(), n=5)
+            raise LesionBenchError(f"smp:{arch}/{encoder_name}: unknown encoder ({err}); "
+                                   f"close matches: {', '.join(close) or 'none'}") from None
+        except (ValueError, TypeError, AttributeError) as err:
+            raise LesionBenchError(f"smp:{arch}/{encoder_name}: {err}") from None
+        if net.classification_head is not None:
+            raise LesionBenchError(f"smp:{arch}/{encoder_name}: aux_params (classification head) unsupported")
+        self.encoder, self.decoder, self.head = net.encoder, net.decoder, net.segmentation_head
+        self.arch, self.encoder_name = arch, encoder_name
+        if kind == "path":
+            load_encoder_weights(self.encoder, weights)
+
+    def stages(self) -> dict[str, nn.Module]:
+        out = {"encoder": self.encoder}
+        out.update({f"encoder.{n}": m for n, m in self.encoder.named_children()
+                    if any(True for _ in m.parameters())})
+        out.update(decoder=self.decoder, head=self.head)
+        return out
+
+    def cam_layers(self) -> dict[str, nn.Module]:
+        enc = [m for n, m in self.encoder.named_children() if any(True for _ in m.parameters())]
+        if getattr(self.encoder, "_depth", 5) < 5 or not enc:  # shallow encoders (PSPNet) skip the last stage
+            return {"last": self.decoder, "bottleneck": self.decoder}
+        return {"last": self.decoder, "bottleneck": enc[-1]}
+
+
+def parse_smp(name: str, num_classes: int = 1, **options: Any) -> SmpModel:
+    """``smp:<Arch>/<encoder>`` -> SmpModel; the arch name is case-insensitive."""
+    import segmentation_models_pytorch as smp
+    body = name.removeprefix("smp:")
+    arch, sep, encoder = body.partition("/")
+    mapping = {a.__name__.lower(): a.__name__ for a in smp._MODEL_ARCHITECTURES}
+    if not sep or not encoder or arch.lower() not in mapping:
+        close = difflib.get_close_matches(arch, list(mapping.values()), n=3, cutoff=0.4)
+        raise LesionBenchError(
+            f"model {name!r}: expected smp:<Arch>/<encoder> with Arch one of {', '.join(mapping.values())}"
+            + (f" (did you mean {', '.join(close)}?)" if close else ""))
+    return SmpModel(mapping[arch.lower()], encoder, num_classes, **options)
+
+
+register_family("smp:", parse_smp)
+
+
+def _register_matrix() -> None:
+    """Register the common arch x encoder matrix by name (no code per entry)."""
+    for arch in ARCHS:
+        for enc in ENCODERS:
+            if (arch, enc) in _UNSUPPORTED:
+                continue
+            def build(num_classes: int = 1, weights: str = DEFAULT_WEIGHTS, _a: str = arch,
+                      _e: str = enc, **kwargs: Any) -> SmpModel:
+                return SmpModel(_a, _e, num_classes, weights, **kwargs)
+            build.__doc__ = f"smp {arch} with a {enc} encoder."
+            register_model(f"smp:{arch}/{enc}", source="smp", input_size=224)(build)
+
+
+_register_matrix()

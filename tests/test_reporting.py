@@ -1,0 +1,233 @@
+"""Reporting: statistics against scipy and hand-computed values; leaderboards from fake run folders."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from lesionbench.errors import LesionBenchError
+from lesionbench.reporting.leaderboard import collect_runs, write_leaderboard, write_trials_table
+from lesionbench.reporting.plots import read_curves
+from lesionbench.reporting.stats import _RNG_KW, bootstrap_ci, holm, mean_std, wilcoxon_p
+
+PNG = b"\x89PNG\r\n\x1a\n"
+DATA = np.array([0.91, 0.85, 0.78, 0.88, 0.95, 0.60, 0.83, 0.90, 0.72, 0.87, 0.93, 0.81])
+
+
+# ----------------------------------------------------------------------------- stats
+
+def test_bootstrap_ci_matches_scipy_bca_with_fixed_seed():
+    ref = sps.bootstrap((DATA,), np.mean, n_resamples=2000, confidence_level=0.95, method="BCa",
+                        **{_RNG_KW: np.random.default_rng(0)}).confidence_interval
+    low, high = bootstrap_ci(DATA, n_resamples=2000, confidence=0.95, seed=0)
+    assert (low, high) == pytest.approx((ref.low, ref.high), abs=1e-12)
+    assert low < DATA.mean() < high
+    assert bootstrap_ci(DATA, seed=0) == (low, high)  # same seed, same interval
+
+
+def test_bootstrap_ci_edge_cases():
+    assert bootstrap_ci([0.7]) == (0.7, 0.7)  # one image: no spread to resample
+    assert bootstrap_ci([0.5, 0.5, 0.5]) == (0.5, 0.5)  # identical values
+    with pytest.raises(ValueError, match="at least one"):
+        bootstrap_ci([])
+
+
+def test_wilcoxon_matches_scipy_and_hand_values():
+    other = DATA - np.array([0.05, 0.02, -0.01, 0.04, 0.06, 0.03, 0.01, 0.07, -0.02, 0.05, 0.08, 0.09])
+    assert wilcoxon_p(DATA, other) == pytest.approx(sps.wilcoxon(DATA, other).pvalue, abs=1e-15)
+    # 5 positive differences, exact null distribution: P(W=15)+P(W=0) = 2/32
+    assert wilcoxon_p([2, 3, 4, 5, 6], [1, 1, 1, 1, 1]) == pytest.approx(0.0625)
+    assert wilcoxon_p(DATA, DATA) == 1.0  # identical samples: documented p = 1
+    with pytest.raises(ValueError, match="length"):
+        wilcoxon_p([1, 2], [1, 2, 3])
+
+
+def test_holm_and_mean_std_by_hand():
+    # sorted 0.01*3=0.03, 0.03*2=0.06, 0.04*1=0.04 -> monotone 0.03, 0.06, 0.06 (input order restored)
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    assert holm([]) == []
+    assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert mean_std([0.8]) == (0.8, 0.0)
+
+
+# ----------------------------------------------------------------------------- fake run folders
+
+IDS = [f"img{i:02d}" for i in range(16)]
+BASE = {"good": 0.86, "bad": 0.62}
+
+
+def _per_image(exp: str, seed: int) -> pd.DataFrame:
+    """Per-image scores; "twin" is "good" shifted by symmetric +-offsets (not significantly worse)."""
+    rng = np.random.default_rng([seed, sum(map(ord, exp))])
+    if exp == "twin":
+        signs = np.resize([1.0, -1.0], len(IDS))
+        dice = _per_image("good", seed)["dice"].to_numpy() - 0.002 + signs * np.linspace(0.01, 0.03, len(IDS))
+    else:
+        dice = np.clip(BASE[exp] + rng.normal(0, 0.04, len(IDS)), 0.0, 1.0)
+    iou = dice / (2 - dice)
+    return pd.DataFrame({"id": IDS, "dice": dice, "iou": iou, "precision": np.clip(dice + 0.02, 0, 1),
+                         "recall": np.clip(dice - 0.01, 0, 1), "specificity": 0.97, "accuracy": 0.95})
+
+
+def _curves(path: Path, epochs: int = 3) -> None:
+    rows = []
+    for e in range(epochs):
+        rows.append({"epoch": e, "step": 10 * e + 9, "train/loss": 1.0 / (e + 1), "lr-Adam": 1e-3, "phase": "frozen"})
+        rows.append({"epoch": e, "step": 10 * e + 9, "val/loss": 1.2 / (e + 1), "val/dice": 0.5 + 0.1 * e,
+                     "phase": "frozen"})
+    path.parent.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def make_run(suite: Path, dataset: str, exp: str, seed: int) -> pd.DataFrame:
+    d = suite / f"{dataset}-{exp}-s{seed}"
+    d.mkdir(parents=True)
+    df = _per_image(exp, seed)
+    df.to_csv(d / "per_image.csv", index=False)
+    iou = df["iou"].to_numpy()
+    per_image = {k: float(df[k].mean()) for k in ["dice", "iou", "precision", "recall", "specificity", "accuracy"]}
+    per_image["thresholded_jaccard"] = float(np.where(iou >= 0.65, iou, 0).mean())
+    (d / "run.json").write_text(json.dumps({"status": "finished", "error": None, "seed": seed, "train_time_s": 600}))
+    (d / "config.yaml").write_text(f"name: {exp}\ndataset:\n  name: {dataset}\n  image_size: 64\n")
+    (d / "metrics.json").write_text(json.dumps({
+        "experiment": exp, "run": d.name, "dataset": dataset, "model": "smp:Unet/resnet18", "seed": seed,
+        "n_test": len(IDS), "per_image": per_image, "pooled": {"dice": per_image["dice"]},
+        "challenge": {"metric": "thresholded_jaccard", "value": per_image["thresholded_jaccard"],
+                      "definition": "mean per-image Jaccard, 0 below 0.65"},
+        "published": [{"metric": "dice", "value": 0.9, "source": "seed 000 write-up",
+                       "note": "15% carve-out of the training set"}] if exp == "good" else [],
+        "cost": {"params": 24_400_000, "flops": 8.2e9, "ms_per_image": 3.5, "peak_mem_mb": 512,
+                 "train_time_s": 600} if exp != "twin" else {},
+    }))
+    _curves(d / "logs" / "metrics.csv")
+    return df
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("results") / "demo"
+    frames = {}
+    for dataset, exps in [("isic2018", ["good", "bad"]), ("synthetic", ["good", "twin"])]:
+        for exp in exps:
+            for seed in (0, 1):
+                frames[(dataset, exp, seed)] = make_run(root, dataset, exp, seed)
+    failed = root / "isic2018-oom-s0"
+    failed.mkdir()
+    (failed / "run.json").write_text(json.dumps({"status": "failed", "seed": 0, "error":
+        "Traceback (most recent call last):\n  File x\nRuntimeError: CUDA out of memory"}))
+    corrupt = root / "isic2018-corrupt-s0"
+    corrupt.mkdir()
+    (corrupt / "run.json").write_text(json.dumps({"status": "finished", "seed": 0}))
+    (corrupt / "metrics.json").write_text('{"experiment": "corrupt", ')
+    path = write_leaderboard(root)
+    return root, {"frames": frames, "md": path.read_text()}
+
+
+def _section(md: str, dataset: str) -> str:
+    return md.split(f"## Dataset `{dataset}`")[1].split("\n## ")[0]
+
+
+def _rows(section: str) -> list[list[str]]:
+    table = section.split("| Rank |")[1].split("\n\n")[0].splitlines()[2:]
+    return [[c.strip() for c in line.strip("|").split(" | ")] for line in table]
+
+
+def test_collect_runs_records_broken_and_failed(suite):
+    root, _ = suite
+    recs = {r.run: r for r in collect_runs(root)}
+    assert len(recs) == 10
+    assert recs["isic2018-oom-s0"].status == "failed"
+    assert recs["isic2018-oom-s0"].error == "RuntimeError: CUDA out of memory"
+    assert recs["isic2018-corrupt-s0"].status == "broken"
+    assert "metrics.json: not valid JSON" in recs["isic2018-corrupt-s0"].error
+    with pytest.raises(LesionBenchError, match="no such suite"):
+        collect_runs(root / "missing")
+
+
+def test_leaderboard_tables(suite):
+    root, ctx = suite
+    md, frames = ctx["md"], ctx["frames"]
+    assert "`lesionbench leaderboard --suite demo`" in md and "do not edit by hand" in md
+    assert md.count("| Rank |") == 2 and md.count("## Dataset `") == 2
+    for dataset, best, other in [("isic2018", "good", "bad"), ("synthetic", "good", "twin")]:
+        rows = _rows(_section(md, dataset))
+        assert len(rows) == 2
+        assert rows[0][:3] == ["1", f"`{best}`", "2"] and rows[1][1] == f"`{other}`"
+        seeds = [frames[(dataset, best, s)]["dice"].mean() for s in (0, 1)]
+        assert rows[0][3] == f"{np.mean(seeds):.4f} ± {np.std(seeds, ddof=1):.4f}"
+        avg = (frames[(dataset, best, 0)]["dice"] + frames[(dataset, best, 1)]["dice"]) / 2
+        lo, hi = bootstrap_ci(avg.to_numpy())
+        assert rows[0][4] == f"[{lo:.4f}, {hi:.4f}]"
+        assert rows[0][-1] == "best"
+    isic = _rows(_section(md, "isic2018"))
+    assert isic[1][-1].startswith("* (p=")  # 0.62 vs 0.86 over 16 images: significantly worse
+    assert isic[0][11:16] == ["24.40", "8.20 @64px", "3.5", "512", "10.0 min"]
+    assert isic[0][10] == "dice 0.9"
+    synth = _rows(_section(md, "synthetic"))
+    assert synth[1][11] == "—" and synth[1][10] == "—"
+    assert synth[1][-1].startswith("≈ best (p=")  # symmetric differences: not significant
+
+
+def test_leaderboard_references_failures_and_plots(suite):
+    root, ctx = suite
+    md = ctx["md"]
+    isic = _section(md, "isic2018")
+    assert "| published | ISIC 2018 Task 1 challenge winner | thresholded_jaccard | 0.802 |" in isic
+    assert re.search(r"\| published \| seed 000 .*\| dice \| 0\.9 \|.*15% carve-out", isic)
+    synth = _section(md, "synthetic")
+    assert "published scores are not comparable" in synth and "| published |" not in synth
+    failed = md.split("## Failed runs")[1]
+    assert "| `isic2018-oom-s0` | — | failed | RuntimeError: CUDA out of memory |" in failed
+    assert "`isic2018-corrupt-s0`" in failed and "not valid JSON" in failed
+    for rel in ["plots/isic2018_dice.png", "plots/synthetic_curves.png", "isic2018-good-s0/plots/curves.png"]:
+        assert f"]({rel})" in md
+        assert (root / rel).read_bytes()[:8] == PNG
+
+
+def test_leaderboard_is_deterministic_and_trials_are_embedded(suite, tmp_path):
+    root, ctx = suite
+    assert write_leaderboard(root).read_text() == ctx["md"]
+    path = write_trials_table(tmp_path / "study", [
+        {"number": 1, "state": "TrialState.PRUNED", "params": {"lr": 1e-4}, "value": None},
+        {"number": 0, "state": "COMPLETE", "params": {"lr": 0.001, "batch": 8}, "value": 0.8},
+    ])
+    text = path.read_text()
+    assert "_No finished runs yet._" in text and "## Optuna trials" in text
+    assert text.index("| 0 | COMPLETE | batch=8, lr=0.001 | 0.8000 |") < text.index("| 1 | PRUNED | lr=0.0001 | — |")
+
+
+def test_read_curves_merges_train_and_val_rows(tmp_path):
+    csv = tmp_path / "metrics.csv"
+    pd.DataFrame([
+        {"epoch": 0, "step": 4, "train/loss": 0.9, "phase": "frozen"},
+        {"epoch": 0, "step": 4, "val/dice": 0.5, "phase": "frozen"},
+        {"epoch": 0, "step": 9, "train/loss": 0.5, "phase": "finetune"},
+        {"epoch": 0, "step": 9, "val/dice": 0.7, "phase": "finetune"},
+    ]).to_csv(csv, index=False)
+    c = read_curves(csv)
+    assert c["x"].tolist() == [0, 1] and c["phase"].tolist() == ["frozen", "finetune"]
+    assert c["train/loss"].tolist() == [0.9, 0.5] and c["val/dice"].tolist() == [0.5, 0.7]
+
+
+def test_single_seed_without_per_image_csv_degrades_gracefully(tmp_path):
+    suite = tmp_path / "one"
+    make_run(suite, "kvasir-seg", "good", 3)
+    run = suite / "kvasir-seg-good-s3"
+    (run / "per_image.csv").unlink()
+    m = json.loads((run / "metrics.json").read_text())
+    m["cost"] = [1, 2]  # wrong type: ignored with a note, not a crash
+    (run / "metrics.json").write_text(json.dumps(m))
+    md = write_leaderboard(suite, title="One run", make_plots=False).read_text()
+    assert md.startswith("# One run\n") and "![" not in md
+    row = _rows(_section(md, "kvasir-seg"))[0]
+    assert row[3] == f"{m['per_image']['dice']:.4f} ± 0.0000" and row[4] == "—" and row[-1] == "best"
+    assert row[11] == "—" and row[15] == "10.0 min"  # train time falls back to run.json
+    assert "| published | seed 002 ResNet-50 U-Net | dice | not reported |" in md
+    assert "per_image.csv missing" in md and "'cost' is not a dict" in md
