@@ -1,0 +1,63 @@
+"""Decoding and resizing of one sample; shared by the cache and the uncached path.
+
+Why one function: cached and uncached runs must see identical pixels, so both call
+``load_pair``. JPEG draft mode lets libjpeg decode large images at 1/2..1/8 scale directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from lesionbench.data.layouts import Sample
+from lesionbench.errors import LesionBenchError
+
+
+def open_image(path: Path) -> Image.Image:
+    try:
+        img = Image.open(path)
+        return img
+    except (UnidentifiedImageError, OSError) as err:
+        raise LesionBenchError(f"{path}: cannot be read as an image ({err}); re-extract the archive "
+                               "or run `lesionbench data verify`") from None
+
+
+def load_image(path: Path, size: int | None = None) -> np.ndarray:
+    """RGB uint8 H×W×3 (grayscale/RGBA/palette converted), resized to size×size when given."""
+    img = open_image(path)
+    try:
+        if size is not None and img.format == "JPEG":
+            img.draft("RGB", (size * 2, size * 2))  # keeps >= 2x the target, so quality is unchanged
+        img = img.convert("RGB")
+        if size is not None and img.size != (size, size):
+            img = img.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
+        return np.asarray(img)
+    except OSError as err:
+        raise LesionBenchError(f"{path}: corrupt or truncated image ({err}); run `lesionbench data verify`") from None
+
+
+def load_mask(path: Path, threshold: int, size: int | None = None) -> np.ndarray:
+    """Binary uint8 H×W in {0,1}: value > threshold. Resizing goes through a smooth
+    (bilinear) downscale of the 0/255 mask then re-thresholds, which avoids nearest aliasing."""
+    img = open_image(path)
+    try:
+        arr = np.asarray(img.convert("L"))
+    except OSError as err:
+        raise LesionBenchError(f"{path}: corrupt or truncated mask ({err}); run `lesionbench data verify`") from None
+    binary = arr > threshold
+    if size is None or binary.shape == (size, size):
+        return binary.astype(np.uint8)
+    small = Image.fromarray(binary.astype(np.uint8) * 255).resize((size, size), Image.BILINEAR, reducing_gap=2.0)
+    return (np.asarray(small) > 127).astype(np.uint8)
+
+
+def load_pair(sample: Sample, threshold: int, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(image H×W×3 uint8, mask C×H×W uint8 in {0,1}); size=None keeps the original size."""
+    image = load_image(sample.image, size)
+    masks = np.stack([load_mask(p, threshold, size) for p in sample.masks])
+    if size is None and masks.shape[1:] != image.shape[:2]:
+        raise LesionBenchError(f"{sample.masks[0]}: mask is {masks.shape[2]}x{masks.shape[1]} but image "
+                               f"{sample.image.name} is {image.shape[1]}x{image.shape[0]}; run `lesionbench data verify`")
+    return image, masks

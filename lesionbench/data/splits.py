@@ -1,0 +1,139 @@
+"""Official and seed splits, written once as JSON id lists and reused afterwards.
+
+Why on disk: a split that is recomputed can silently change (new files, new numpy); a
+written id list is what every later run, and every reader of a leaderboard, can check.
+Fractions apply to whatever count exists, so the small synthetic replicas get the same
+proportions (Kvasir's 880/60/60 of 1000 becomes 140/10/10 of 160): val and test are
+``round(n * fraction)`` (at least 1 when n >= 3) and train keeps the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+from lesionbench.data.layouts import Sample
+from lesionbench.errors import LesionBenchError
+
+PARTS = ("train", "val", "test")
+SPLIT_SEED = 42  # fixed per split name, so every training seed sees the same split
+# name -> (val fraction, test fraction) carved from the training pool; None = use official test
+SEED_SPLITS: dict[str, tuple[float, float | None]] = {
+    "seed000": (0.15, 0.15),  # 000: 70/15/15 of the ISIC 2018 training set, seed 42
+    "seed001": (0.10, None),  # 001: ISIC 2016 train minus a 10% val carve-out, official test
+    "seed002": (0.06, 0.06),  # 002: Kvasir-SEG 880/60/60
+}
+OFFICIAL_VAL_FRACTION = 0.10  # for editions without an official validation set (ISIC 2016)
+
+Split = dict[str, list[str]]
+
+
+def _carve(ids: list[str], frac: float, seed: int, salt: str) -> tuple[list[str], list[str]]:
+    """(rest, carved): a seeded, order-independent sample of round(n*frac) ids."""
+    pool = sorted(ids)
+    k = round(len(pool) * frac)
+    if len(pool) >= 3:
+        k = max(1, k)
+    carved = set(random.Random(f"{seed}:{salt}").sample(pool, k))
+    return [i for i in pool if i not in carved], sorted(carved)
+
+
+def make_split(dataset: str, name: str, official: dict[str, list[Sample]], seed: int = SPLIT_SEED) -> Split:
+    """Compute a split from the scanned official parts (no disk access)."""
+    ids = {part: sorted(s.id for s in samples) for part, samples in official.items()}
+    if dataset == "kvasir-seg" and name == "official":
+        name = "seed002"  # Kvasir-SEG has no official split; the 880/60/60 convention stands in
+    if name == "official":
+        if "train" not in ids or "test" not in ids:
+            raise LesionBenchError(f"{dataset}: the official split needs the training and test archives")
+        if "val" in ids:
+            return {"train": ids["train"], "val": ids["val"], "test": ids["test"]}
+        train, val = _carve(ids["train"], OFFICIAL_VAL_FRACTION, seed, f"{dataset}:official:val")
+        return {"train": train, "val": val, "test": ids["test"]}
+    if name not in SEED_SPLITS:
+        raise LesionBenchError(
+            f"unknown split '{name}' (use official, {', '.join(SEED_SPLITS)} or a path to a split .json/.txt file)")
+    val_frac, test_frac = SEED_SPLITS[name]
+    pool = ids.get("train") or ids.get("all") or []
+    if test_frac is None:
+        if "test" not in ids:
+            raise LesionBenchError(f"{dataset}: split {name} uses the official test set, which is not present")
+        train, val = _carve(pool, val_frac, seed, f"{dataset}:{name}:val")
+        return {"train": train, "val": val, "test": ids["test"]}
+    rest, test = _carve(pool, test_frac, seed, f"{dataset}:{name}:test")
+    train, val = _carve(rest, val_frac * len(pool) / max(1, len(rest)), seed, f"{dataset}:{name}:val")
+    return {"train": train, "val": val, "test": test}
+
+
+def check_disjoint(split: Split, source: str) -> None:
+    """No id may be in two parts: that would be train/test leakage."""
+    for i, a in enumerate(PARTS):
+        for b in PARTS[i + 1:]:
+            shared = set(split.get(a, [])) & set(split.get(b, []))
+            if shared:
+                raise LesionBenchError(f"{source}: {len(shared)} id(s) in both {a} and {b}, e.g. {sorted(shared)[0]}")
+
+
+def read_split_file(path: Path) -> Split:
+    """JSON {"train": [...], "val": [...], "test": [...]} or TXT lines '<part> <id>' ('#' comments)."""
+    if not path.is_file():
+        raise LesionBenchError(f"{path}: split file not found (give official, seed000..seed002 or an existing file)")
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise LesionBenchError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+        split = {p: [str(i) for i in data.get(p, [])] for p in PARTS}
+    else:
+        split = {p: [] for p in PARTS}
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            line = line.split("#")[0].strip()
+            if not line:
+                continue
+            part, _, iid = line.partition(" ")
+            if part not in split or not iid.strip():
+                raise LesionBenchError(f"{path}:{n}: expected '<train|val|test> <id>', got {line!r}")
+            split[part].append(iid.strip())
+    if not split["train"] or not split["test"]:
+        raise LesionBenchError(f"{path}: a split needs at least 'train' and 'test' ids")
+    check_disjoint(split, str(path))
+    return split
+
+
+def _pool_hash(official: dict[str, list[Sample]]) -> str:
+    text = json.dumps({k: sorted(s.id for s in v) for k, v in sorted(official.items())})
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def split_path(split_dir: Path, dataset: str, name: str) -> Path:
+    return split_dir / f"{dataset}__{name}.json"
+
+
+def load_or_create(dataset: str, name: str, official: dict[str, list[Sample]], split_dir: Path) -> Split:
+    """A path -> read it; a name -> reuse ``<split_dir>/<dataset>__<name>.json`` if it was made
+    from the same files, else compute and write it. Every id must exist among the samples."""
+    known = {s.id for samples in official.values() for s in samples}
+    if name.endswith((".json", ".txt")) or "/" in name or Path(name).is_file():
+        split, source = read_split_file(Path(name)), name
+    else:
+        path, pool = split_path(split_dir, dataset, name), _pool_hash(official)
+        split = None
+        if path.is_file():
+            data = json.loads(path.read_text())
+            if data.get("pool_hash") == pool:
+                split = {p: data[p] for p in PARTS}
+        if split is None:
+            split = make_split(dataset, name, official)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            payload = {"dataset": dataset, "split": name, "seed": SPLIT_SEED, "pool_hash": pool, **split}
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(payload, indent=1))
+            tmp.replace(path)
+        source = str(path)
+    check_disjoint(split, source)
+    unknown = [i for p in PARTS for i in split[p] if i not in known]
+    if unknown:
+        raise LesionBenchError(f"{source}: {len(unknown)} id(s) not found in the {dataset} files, e.g. {unknown[0]}")
+    return split

@@ -1,0 +1,163 @@
+"""Synthetic replicas of every official archive layout (the embedded default dataset).
+
+Why: tests, demos and CI need data with the exact folder and file names of the official
+archives (so the same loader code runs), without any download. Content is a pure function
+of (seed, ISIC number), so an id shared by two editions has identical bytes, as the real
+2016/2017 images that reappear in 2018 do; the leakage check has something to find.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from lesionbench.data.layouts import LAYOUTS, TASK2_ATTRIBUTES
+from lesionbench.data.render import render_polyp, render_skin
+
+VERSION = 1
+MARKER = ".lesionbench-synthetic.json"
+DEFAULT_COUNTS: dict[str, dict[str, int]] = {
+    "isic2016": {"train": 120, "test": 40},
+    "isic2017": {"train": 120, "val": 30, "test": 40},
+    "isic2018": {"train": 120, "val": 30, "test": 40},
+    "kvasir-seg": {"all": 160},
+}
+# First ISIC number of each split; 2017 train overlaps 2016 train and 2018 train holds ten
+# 2017 test images, mimicking the real cross-edition reuse.
+_ID_BASE = {("isic2016", "train"): 0, ("isic2016", "test"): 5000, ("isic2017", "val"): 8000,
+            ("isic2017", "test"): 9000, ("isic2018", "val"): 15000, ("isic2018", "test"): 16000}
+
+
+def default_root() -> Path:
+    """$LESIONBENCH_SYNTHETIC, else ./data/synthetic."""
+    return Path(os.environ.get("LESIONBENCH_SYNTHETIC") or Path.cwd() / "data" / "synthetic")
+
+
+def _ids(dataset: str, split: str, counts: dict[str, dict[str, int]]) -> list[int]:
+    n = counts[dataset][split]
+    if (dataset, split) in _ID_BASE:
+        return list(range(_ID_BASE[(dataset, split)], _ID_BASE[(dataset, split)] + n))
+    if dataset == "isic2017":  # train: second half of 2016 train, then new ids
+        start = counts["isic2016"]["train"] // 2 if "isic2016" in counts else 2000
+        return list(range(start, start + n))
+    reused = list(range(9000, 9000 + min(10, counts.get("isic2017", {}).get("test", 0), n)))
+    return reused + list(range(12000, 12000 + n - len(reused)))
+
+
+def _size(rng: np.random.Generator, size: tuple[int, int] | None, full: bool) -> tuple[int, int]:
+    if full:
+        return int(rng.integers(1400, 1600)), int(rng.integers(1900, 2100))
+    lo, hi = size or (180, 320)
+    return int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1))
+
+
+def _save_mask(m: np.ndarray, path: Path) -> None:
+    Image.fromarray(m.astype(np.uint8) * 255).save(path, optimize=False)
+
+
+class _Writer:
+    """Renders each ISIC number once per call, so shared ids are not rendered twice."""
+
+    def __init__(self, out: Path, seed: int, size: tuple[int, int] | None, full: bool) -> None:
+        self.out, self.seed, self.size, self.full = out, seed, size, full
+        self._memo: dict[int, tuple[bytes, np.ndarray, dict[str, np.ndarray]]] = {}
+
+    def skin(self, num: int) -> tuple[bytes, np.ndarray, dict[str, np.ndarray]]:
+        if num not in self._memo:
+            rng = np.random.default_rng([self.seed, num])
+            img, mask, attrs = render_skin(rng, *_size(rng, self.size, self.full))
+            path = self.out / ".tmp.jpg"
+            img.save(path, quality=92)
+            self._memo[num] = (path.read_bytes(), mask, attrs)
+            path.unlink()
+        return self._memo[num]
+
+    def isic(self, dataset: str, counts: dict[str, dict[str, int]]) -> None:
+        layout, root = LAYOUTS[dataset], self.out / dataset
+        for split, spec in layout.splits.items():
+            img_dir, mask_dir = root / spec.image_dirs[0], root / spec.mask_dirs[0]
+            img_dir.mkdir(parents=True, exist_ok=True)
+            mask_dir.mkdir(parents=True, exist_ok=True)
+            t2 = root / LAYOUTS["isic2018-task2"].splits[split].mask_dirs[0] if dataset == "isic2018" else None
+            meta = ["image_id,age_approximate,sex"]
+            for num in _ids(dataset, split, counts):
+                iid = f"ISIC_{num:07d}"
+                data, mask, attrs = self.skin(num)
+                (img_dir / f"{iid}.jpg").write_bytes(data)
+                _save_mask(mask, mask_dir / f"{iid}{layout.mask_suffixes[0]}.png")
+                if t2 is not None:
+                    t2.mkdir(exist_ok=True)
+                    for a in TASK2_ATTRIBUTES:
+                        _save_mask(attrs[a], t2 / f"{iid}_attribute_{a}.png")
+                if dataset == "isic2017":  # superpixel label map, encoded in RGB as the real ones
+                    h, w = mask.shape
+                    lab = (np.arange(h)[:, None] // 16) * 1000 + np.arange(w)[None, :] // 16
+                    rgb = np.stack([lab & 255, (lab >> 8) & 255, (lab >> 16) & 255], -1).astype(np.uint8)
+                    Image.fromarray(rgb).save(img_dir / f"{iid}_superpixels.png", compress_level=1)
+                    meta.append(f"{iid},{int(num % 60 + 20)},{'male' if num % 2 else 'female'}")
+            if dataset == "isic2017":
+                (img_dir / f"{spec.image_dirs[0]}_metadata.csv").write_text("\n".join(meta) + "\n")
+            if dataset == "isic2018":
+                (img_dir / "LICENSE.txt").write_text("CC-BY-NC (synthetic replica)\n")
+                (img_dir / "ATTRIBUTION.txt").write_text("LesionBench synthetic replica\n")
+        junk = root / "__MACOSX" / layout.splits["train"].image_dirs[0]
+        junk.mkdir(parents=True, exist_ok=True)
+        (junk / "._ISIC_0000000.jpg").write_bytes(b"\x00\x05\x16\x07junk")
+        (root / layout.splits["train"].image_dirs[0] / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+
+    def kvasir(self, n: int) -> None:
+        base = self.out / "kvasir-seg" / "Kvasir-SEG"
+        (base / "images").mkdir(parents=True, exist_ok=True)
+        (base / "masks").mkdir(parents=True, exist_ok=True)
+        boxes = {}
+        alphabet = np.array(list("abcdefghijklmnopqrstuvwxyz0123456789"))
+        for i in range(n):
+            rng = np.random.default_rng([self.seed, 777, i])
+            kid = "cju" + "".join(rng.choice(alphabet, 22))
+            h, w = _size(rng, self.size, self.full)
+            img, mask = render_polyp(rng, h, w)
+            img.save(base / "images" / f"{kid}.jpg", quality=92)
+            Image.fromarray(mask.astype(np.uint8) * 255).save(base / "masks" / f"{kid}.jpg", quality=90)
+            ys, xs = np.nonzero(mask)
+            bb = [{"label": "polyp", "xmin": int(xs.min()), "ymin": int(ys.min()),
+                   "xmax": int(xs.max()), "ymax": int(ys.max())}] if len(ys) else []
+            boxes[kid] = {"height": h, "width": w, "bbox": bb}
+        (base / "kavsir_bboxes.json").write_text(json.dumps(boxes, indent=1))
+        (base.parent / "__MACOSX").mkdir(exist_ok=True)
+        (base / "images" / "._junk.jpg").write_bytes(b"\x00\x05\x16\x07")
+
+
+def write_all(out: str | Path, seed: int = 0, counts: dict[str, dict[str, int]] | int | None = None,
+              size: tuple[int, int] | None = None, full_size: bool = False,
+              datasets: tuple[str, ...] | None = None) -> Path:
+    """Write the replicas under ``out/<dataset>/``; ``counts`` is per dataset and split (an int: every split)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if isinstance(counts, int):
+        counts = {d: {s: counts for s in c} for d, c in DEFAULT_COUNTS.items()}
+    counts = {**DEFAULT_COUNTS, **(counts or {})}
+    datasets = datasets or tuple(DEFAULT_COUNTS)
+    t0, writer = time.perf_counter(), _Writer(out, seed, size, full_size)
+    for d in datasets:
+        writer.kvasir(counts[d]["all"]) if d == "kvasir-seg" else writer.isic(d, counts)
+    info = {"version": VERSION, "seed": seed, "counts": counts, "size": size, "full_size": full_size,
+            "datasets": list(datasets), "seconds": round(time.perf_counter() - t0, 2)}
+    (out / MARKER).write_text(json.dumps(info, indent=1))
+    return out
+
+
+def ensure(root: Path | str | None = None, seed: int = 0) -> Path:
+    """Write the default replicas under ``root`` unless a complete set is already there (any seed,
+    counts or size: a replica someone wrote on purpose, e.g. with ``lesionbench data synth``, is kept)."""
+    root = Path(root) if root else default_root()
+    marker = root / MARKER
+    if marker.is_file():
+        info = json.loads(marker.read_text())
+        if info.get("version") == VERSION and len(info.get("datasets", [])) == len(DEFAULT_COUNTS):
+            return root
+    return write_all(root, seed=seed)
