@@ -28,11 +28,26 @@ Out = Annotated[Path, typer.Option("--out", help="Results folder (one sub-folder
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set optimizer.lr=1e-4")]
 Quick = Annotated[bool, typer.Option("--quick", help="Smoke run: 64 px, 16 images per split, 1 epoch per phase")]
 Synth = Annotated[bool, typer.Option("--synthetic", help="Use the synthetic replica of every dataset")]
+LoggerOpt = Annotated[Optional[str], typer.Option("--logger", help="csv | wandb (same as --set trainer.logger=wandb)")]
+WandbCkpt = Annotated[bool, typer.Option("--wandb-checkpoints", help="Upload the best checkpoint as a W&B artifact")]
+
+
+def _logger_overrides(logger: Optional[str], wandb_checkpoints: bool) -> list[str]:
+    """--logger is an override of trainer.logger; --wandb-checkpoints travels by environment."""
+    if wandb_checkpoints:
+        os.environ["LESIONBENCH_WANDB_CHECKPOINTS"] = "1"
+    if logger is None:
+        return []
+    if logger not in ("csv", "wandb"):
+        raise LesionBenchError(f"--logger {logger!r}: expected csv or wandb")
+    return [f"trainer.logger={logger}"]
 
 
 def _quiet() -> None:
     """Keep the terminal for our own progress; Lightning's tips go to the log files."""
     warnings.filterwarnings("ignore")
+    import lightning.pytorch  # noqa: F401 - it sets its loggers' levels on import; override after
+
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
@@ -46,6 +61,8 @@ def run(
     quick: Quick = False,
     synthetic: Synth = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs, train nothing")] = False,
+    logger: LoggerOpt = None,
+    wandb_checkpoints: WandbCkpt = False,
 ) -> None:
     """Train and test experiments or a whole suite; finished runs are skipped on re-run.
 
@@ -56,7 +73,7 @@ def run(
     _quiet()
     if not experiments and not suite:
         raise LesionBenchError("give experiment files or --suite NAME (e.g. lesionbench run --suite demo)")
-    overrides = list(set_ or [])
+    overrides = list(set_ or []) + _logger_overrides(logger, wandb_checkpoints)
     runs, name = [], suite or "adhoc"
     if suite:
         loaded = load_suite(suite)
@@ -68,7 +85,7 @@ def run(
     if dry_run:
         table = Table(title=f"{len(runs)} runs → {suite_dir}")
         for col in ("run", "dataset", "model", "size", "epochs", "phases", "seed"):
-            table.add_column(col)
+            table.add_column(col, overflow="fold")
         for r in runs:
             c = r.config
             table.add_row(r.name, c.dataset.name, c.model.name, str(c.dataset.image_size),
@@ -82,7 +99,7 @@ def run(
     def render() -> Table:
         table = Table(title=f"LesionBench · {suite_dir}")
         for col in ("run", "dataset", "model", "status", "test dice", "time"):
-            table.add_column(col)
+            table.add_column(col, overflow="fold")
         for row in rows.values():
             table.add_row(*row)
         return table
@@ -168,6 +185,149 @@ def models() -> None:
                       f"{info.params:,}" if info.params else "—", str(info.heads))
     console.print(table)
     console.print("Any segmentation-models-pytorch model: smp:<Arch>/<encoder>, e.g. smp:DeepLabV3Plus/resnet50")
+
+
+RunDir = Annotated[Path, typer.Option("--run", help="Finished run folder, e.g. results/demo/<run>")]
+
+
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files (any size)")],
+    run_dir: RunDir,
+    out: Annotated[Path, typer.Option("--out", help="Folder for <stem>_mask.png and <stem>_overlay.png")] = Path("predictions"),
+    tta: Annotated[bool, typer.Option("--tta", help="Average over horizontal and vertical flips")] = False,
+) -> None:
+    """Segment images with a trained run: binary masks (0/255) and overlays at each image's size.
+
+    Example: lesionbench predict --run results/demo/<run> photo1.jpg photo2.png --out predictions --tta
+    """
+    from lesionbench.inference.predict import predict_files
+
+    _quiet()
+    written = predict_files(run_dir, images, out, tta=tta)
+    console.print(f"{len(written)} files written to {out}")
+
+
+@app.command()
+def explain(
+    run_dir: RunDir,
+    image: Annotated[Path, typer.Option("--image", help="Image file")],
+    method: Annotated[str, typer.Option("--method", help="cam | gradcam | gradcam++ | xgradcam | hirescam | layercam | eigencam | eigengradcam")] = "gradcam",
+    layer: Annotated[Optional[str], typer.Option("--layer", help="last | bottleneck (default: last for cam, else bottleneck)")] = None,
+    class_index: Annotated[int, typer.Option("--class", help="Output channel to explain (multi-label runs)")] = 0,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the heatmap PNG")] = Path("explanations"),
+) -> None:
+    """CAM / Grad-CAM heatmap over an image (seed 004: CAM at the last layer, Grad-CAM at the bottleneck).
+
+    Example: lesionbench explain --run results/demo/<run> --image photo.jpg --method gradcam --layer bottleneck
+    """
+    from lesionbench.inference.explain import explain_file
+
+    _quiet()
+    console.print(f"written: {explain_file(run_dir, image, out, method, layer, class_index)}")
+
+
+@app.command()
+def export(
+    run_dir: RunDir,
+    fmt: Annotated[str, typer.Option("--format", help="safetensors | onnx | torchscript")] = "safetensors",
+    out: Annotated[Path, typer.Option("--out", help="Folder for the exported model")] = Path("exported"),
+) -> None:
+    """Export the run's best model; each export is checked against PyTorch (max |diff| <= 1e-4).
+
+    Example: lesionbench export --run results/demo/<run> --format onnx --out exported/
+    """
+    from lesionbench.inference.export import export_run
+
+    _quiet()
+    console.print(f"written: {export_run(run_dir, fmt, out)}")
+
+
+@app.command()
+def tune(
+    experiment: Annotated[Path, typer.Argument(help="Experiment YAML with a tune: section")],
+    n_trials: Annotated[Optional[int], typer.Option("--n-trials", help="Trials for this worker (default: grid size, else tune.n_trials, else 20)")] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds after which no new trial starts")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Sampler seed (same on every worker)")] = None,
+    storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (default sqlite:///<out>/<study>/study.db)")] = None,
+    study_name: Annotated[Optional[str], typer.Option("--study-name", help="Study (and results folder) name")] = None,
+    out: Out = Path("results"),
+    synthetic: Synth = False,
+    quick: Quick = False,
+    set_: SetOpt = None,
+    sampler: Annotated[Optional[str], typer.Option("--sampler", help="grid | tpe | random (default: the YAML's tune.sampler)")] = None,
+    pruner: Annotated[Optional[str], typer.Option("--pruner", help="none | median | hyperband (default: tune.pruner)")] = None,
+    logger: LoggerOpt = None,
+    wandb_checkpoints: WandbCkpt = False,
+) -> None:
+    """Optuna study around the run function; re-run to continue it, start more workers to share it.
+
+    Example: lesionbench tune experiments/kvasir_resnet50_unet.yaml --synthetic --quick
+    """
+    from lesionbench.studies.tune import TuneOptions, run_study
+
+    _quiet()
+    if sampler not in (None, "grid", "tpe", "random") or pruner not in (None, "none", "median", "hyperband"):
+        raise LesionBenchError("--sampler is grid | tpe | random; --pruner is none | median | hyperband")
+    opts = TuneOptions(n_trials=n_trials, timeout=timeout, seed=seed, storage=storage, study_name=study_name, out=out,
+                       synthetic=synthetic, quick=quick, sampler=sampler, pruner=pruner,
+                       overrides=list(set_ or []) + _logger_overrides(logger, wandb_checkpoints))
+
+    def on_trial(t) -> None:
+        value = f"{t.value:.4f}" if t.value is not None else t.user_attrs.get("fail_reason", "")
+        console.print(f"trial {t.number} {t.state.name.lower()}: {t.params} {value}", markup=False, highlight=False)
+
+    if synthetic:
+        from lesionbench.data.synthetic import default_root, ensure
+
+        ensure(default_root())
+    result = run_study(experiment, opts, on_trial=on_trial)
+    table = Table(title=f"Study {result.study_name}")
+    for col in ("trial", "state", "params", "val dice", "note"):
+        table.add_column(col, overflow="fold")
+    for t in result.trials:
+        table.add_row(str(t["number"]), t["state"], str(t["params"]),
+                      f"{t['value']:.4f}" if t["value"] is not None else "", t.get("reason") or "")
+    console.print(table)
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False)
+    if result.best:
+        console.print(f"best: trial {result.best['number']} val/dice={result.best['value']:.4f} {result.best['params']}")
+        console.print(f"written: {result.best_yaml} (lesionbench run {result.best_yaml}), {result.study_dir / 'leaderboard.md'}")
+    console.print(f"dashboard: optuna-dashboard {result.storage}", markup=False)
+
+
+@app.command()
+def bench(
+    out: Annotated[Path, typer.Option("--out", help="Folder for perf.md and perf.json")] = Path("results"),
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny settings (smoke test, well under a minute)")] = False,
+    models: Annotated[Optional[list[str]], typer.Option("--models", help="Models to time (repeatable)")] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu | cuda")] = "cpu",
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model on both sides")] = False,
+    epoch_images: Annotated[Optional[int], typer.Option("--epoch-images", min=1,
+                            help="Training images of the timed ISIC 2018 epoch (default: 2594 on cuda)")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1,
+                       help="CPU threads for both sides (default: auto, 1 on an oversubscribed machine)")] = None,
+) -> None:
+    """Training throughput vs a bare PyTorch loop, cached vs uncached loader, inference latency.
+
+    Example: lesionbench bench --quick --out /tmp/perf ; lesionbench bench --device cuda --compile
+    """
+    from lesionbench.studies.bench import Settings, run_bench
+
+    _quiet()
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise LesionBenchError(f"bench --device {device}: use cpu or cuda")
+    settings = Settings.for_mode(quick, device, models=list(models) if models else None, compile=compile_,
+                                 epoch_images=epoch_images, threads=threads)
+    argv = ["lesionbench", "bench", *(["--quick"] if quick else []), "--out", str(out),
+            *[x for m in models or [] for x in ("--models", m)], "--device", device, *(["--compile"] if compile_ else []),
+            *(["--epoch-images", str(epoch_images)] if epoch_images else []), *(["--threads", str(threads)] if threads else [])]
+    data = run_bench(out, settings, log=lambda msg: console.print(msg, markup=False, highlight=False), command=argv)
+    for t in data["targets"]:
+        console.print(f"{t['name']}: {t['measured']:.3g} (target {t['target']}) "
+                      f"{'[green]met[/]' if t['met'] else '[red]missed[/]'}")
+    console.print(f"written: {out / 'perf.md'}, {out / 'perf.json'}")
 
 
 @data_app.command("synth")

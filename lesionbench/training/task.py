@@ -55,7 +55,14 @@ class SegmentationTask(L.LightningModule):
             unfreeze(self.model, self.phase.unfreeze)
 
     # ------------------------------------------------------------------ steps
+    def configure_model(self) -> None:
+        """trainer.channels_last: NHWC weights, faster convolutions on tensor-core GPUs."""
+        if self.cfg.trainer.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.cfg.trainer.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
