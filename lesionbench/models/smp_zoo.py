@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+import torch
 from torch import nn
 
 from lesionbench.errors import LesionBenchError
@@ -59,7 +60,27 @@ class SmpModel(SegmentationModel):
         enc = [m for n, m in self.encoder.named_children() if any(True for _ in m.parameters())]
         if getattr(self.encoder, "_depth", 5) < 5 or not enc:  # shallow encoders (PSPNet) skip the last stage
             return {"last": self.decoder, "bottleneck": self.decoder}
-        return {"last": self.decoder, "bottleneck": enc[-1]}
+        return {"last": self.decoder, "bottleneck": self._last_executed_encoder_module() or enc[-1]}
+
+    @torch.no_grad()
+    def _last_executed_encoder_module(self) -> nn.Module | None:
+        """The encoder sub-module whose tensor output finished last in a forward pass.
+
+        Why: some smp encoders hold blocks in a ModuleList or keep unused heads (efficientnet,
+        mobilenet), so "the last child" may never run and CAM hooks on it would never fire.
+        """
+        finished: list[nn.Module] = []
+        hooks = [m.register_forward_hook(lambda mod, _i, out: finished.append(mod) if torch.is_tensor(out) else None)
+                 for m in self.encoder.modules() if m is not self.encoder]
+        was_training = self.training
+        try:
+            self.eval()
+            self.encoder(torch.zeros(1, 3, 64, 64, device=next(self.parameters()).device))
+        finally:
+            for h in hooks:
+                h.remove()
+            self.train(was_training)
+        return finished[-1] if finished else None
 
 
 def parse_smp(name: str, num_classes: int = 1, **options: Any) -> SmpModel:

@@ -229,6 +229,10 @@ def _plots(dataset: str, entries: list[Entry], suite: Path, notes: list[str]) ->
                 links.append(f"[{name}]({png.relative_to(suite).as_posix()})")
         if links:
             out += ["", "Training curves per run: " + " · ".join(links)]
+        reports = [f"[{name}]({(path / 'report' / 'index.md').relative_to(suite).as_posix()})"
+                   for name, path in sorted(runs.items()) if (path / "report" / "index.md").is_file()]
+        if reports:
+            out += ["", "Visual reports (test predictions, error maps, best/worst images): " + " · ".join(reports)]
     except Exception as err:
         notes.append(f"plots for {dataset} failed: {error_line(err)}")
     return out + [""]

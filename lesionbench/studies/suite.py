@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import time
@@ -100,7 +101,7 @@ def shrink(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_config(data: dict[str, Any], source: str, overrides: list[str], quick: bool, synthetic: bool) -> ExperimentConfig:
-    data = apply_overrides(dict(data), overrides)
+    data = apply_overrides(copy.deepcopy(data), overrides)  # never edit the caller's nested dicts
     if quick:
         data = shrink(data)
     if synthetic:
@@ -188,7 +189,23 @@ def run_all(runs: list[PlannedRun], out_dir: Path, suite: str,
             statuses[run.name] = "failed"
             notify(run.name, "failed", {"error": str(err).splitlines()[0] if str(err) else type(err).__name__})
             continue
+        _visual_report(run_dir)
         statuses[run.name] = "finished"
         notify(run.name, "finished", {"dice": result.metrics.get("per_image", {}).get("dice"),
                                       "seconds": time.perf_counter() - start})
     return statuses
+
+
+def _visual_report(run_dir: Path) -> None:
+    """Pictures of what the model does, beside its numbers; a drawing failure loses no result."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank != 0 or not (run_dir / "metrics.json").is_file():
+        return
+    from lesionbench.reporting.visual import write_run_report
+
+    try:
+        write_run_report(run_dir)
+    except Exception as err:  # noqa: BLE001
+        (run_dir / "report").mkdir(exist_ok=True)
+        (run_dir / "report" / "error.txt").write_text(f"{type(err).__name__}: {err}\n")

@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMon
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from lesionbench.config import ExperimentConfig, PhaseConfig
-from lesionbench.training.loggers import build_loggers
+from lesionbench.training.loggers import build_loggers, test_callbacks
 
 MONITOR = "val/dice"
 
@@ -28,7 +28,7 @@ def build_trainer(
         dirpath=phase_dir, filename="best", monitor=MONITOR, mode="max", save_top_k=1, save_last=True,
         auto_insert_metric_name=False, enable_version_counter=False,
     )
-    callbacks: list[Callback] = [ckpt, LearningRateMonitor(logging_interval="epoch"), *extra]
+    callbacks: list[Callback] = [ckpt, LearningRateMonitor(logging_interval="epoch"), *extra, *test_callbacks(cfg)]
     if phase.early_stopping is not None:
         es = phase.early_stopping
         callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta))

@@ -1,0 +1,140 @@
+"""CAM / Grad-CAM heatmaps for a trained run, with pytorch-grad-cam (no hand-written hooks).
+
+Seed 004 shows two views: a CAM at the last layer (what the final pixel decision looks at)
+and a Grad-CAM at the bottleneck (what the global context encodes). Every registered model
+names both layers in ``model.cam_layers()``, so the same code explains every architecture.
+
+``cam`` is the library's ``GradCAM`` at the ``last`` layer. Why: when the head after that
+layer is linear (a 1×1 conv, then bilinear upsampling), the Grad-CAM channel weights are the
+head's class weights times the mean of the target mask, so Grad-CAM there *is* the classic
+CAM of Zhou et al. (weights × activations, ReLU, min-max scaled) — what the seed's hook code
+computes — while staying exact for heads that are not purely linear. ``eigencam`` is offered
+as a gradient-free alternative at either layer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from pytorch_grad_cam import (
+    EigenCAM, EigenGradCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM,
+)
+from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+from torch import nn
+
+from lesionbench.config import ExperimentConfig
+from lesionbench.data.decode import load_image
+from lesionbench.errors import LesionBenchError
+from lesionbench.inference.load import eval_transform, load_run
+from lesionbench.inference.predict import final_logits, save_png
+
+METHODS: dict[str, type] = {
+    "cam": GradCAM, "gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM,
+    "hirescam": HiResCAM, "layercam": LayerCAM, "eigencam": EigenCAM, "eigengradcam": EigenGradCAM,
+}
+#: Seed 004: CAM at the last layer, Grad-CAM (and the other methods) at the bottleneck.
+DEFAULT_LAYER = {"cam": "last"}
+
+
+class SingleOutput(nn.Module):
+    """pytorch-grad-cam wants one tensor: the finest head of a deeply supervised model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return final_logits(self.model(x))
+
+
+def tensor_layer(model: nn.Module, name: str, x: torch.Tensor) -> nn.Module:
+    """The module to hook for ``cam_layers()[name]``: itself when it returns a tensor, else the
+    sub-module that produced the last tensor of its list output (timm ``features_only`` encoders).
+
+    One probing forward pass checks this; a layer that is never called fails with one line.
+    """
+    layers = model.cam_layers()
+    if name not in layers:
+        raise LesionBenchError(f"unknown layer {name!r} for {type(model).__name__} (known: {', '.join(layers)})")
+    layer, seen = layers[name], {}
+    hooks = [m.register_forward_hook(lambda mod, i, o: seen.__setitem__(mod, o)) for m in layer.modules()]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    if layer not in seen:
+        raise LesionBenchError(f"{model.config().get('name', type(model).__name__)}: cam_layers()[{name!r}] "
+                               f"({type(layer).__name__}) is not used in forward; use --layer "
+                               f"{'last' if name != 'last' else 'bottleneck'} (or fix the model's cam_layers)")
+    out = seen[layer]
+    if isinstance(out, torch.Tensor):
+        return layer
+    last = out[-1] if isinstance(out, (list, tuple)) and out else None
+    producer = [m for m, o in seen.items() if o is last and m is not layer]
+    if not producer:
+        raise LesionBenchError(f"cam_layers()[{name!r}] of {type(model).__name__} returns "
+                               f"{type(out).__name__}, not a tensor; pick another --layer")
+    return producer[-1]
+
+
+def _spatial(t: torch.Tensor) -> torch.Tensor:
+    """Transformer tokens B×N×C become a square B×C×H×W map; feature maps pass through."""
+    if t.dim() == 3:
+        side = int(round(t.shape[1] ** 0.5))
+        t = t[:, : side * side].reshape(t.shape[0], side, side, t.shape[2]).permute(0, 3, 1, 2)
+    return t
+
+
+def explain_array(model: nn.Module, cfg: ExperimentConfig, image: np.ndarray, method: str = "gradcam",
+                  layer: str | None = None, class_index: int = 0, threshold: float = 0.5) -> np.ndarray:
+    """Heatmap H0×W0 in [0, 1] for an RGB uint8 image, targeting the predicted mask of ``class_index``.
+
+    The target is ``SemanticSegmentationTarget``: the sum of the class logits over the predicted
+    mask (all pixels when the prediction is empty, so the map is never blank by construction).
+    """
+    if method not in METHODS:
+        raise LesionBenchError(f"unknown CAM method {method!r} (known: {', '.join(METHODS)})")
+    layer = layer or DEFAULT_LAYER.get(method, "bottleneck")
+    wrapped = SingleOutput(model).eval()
+    for p in wrapped.parameters():  # frozen stages would otherwise give the layer no gradient
+        p.requires_grad_(True)
+    x = eval_transform(cfg)(image=image)["image"].unsqueeze(0).float()
+    with torch.no_grad():
+        logits = wrapped(x)
+    target_layer = tensor_layer(model, layer, x)
+    if not 0 <= class_index < logits.shape[1]:
+        raise LesionBenchError(f"--class {class_index}: the model has {logits.shape[1]} output channel(s)")
+    mask = (logits[0, class_index].sigmoid() > threshold).float().numpy()
+    if not mask.any():
+        mask = np.ones_like(mask)
+    target = SemanticSegmentationTarget(class_index, mask)
+    with METHODS[method](model=wrapped, target_layers=[target_layer], reshape_transform=_spatial) as cam:
+        heat = cam(input_tensor=x, targets=[target])[0]
+    heat = np.nan_to_num(heat.astype(np.float32))
+    resized = Image.fromarray(heat).resize((image.shape[1], image.shape[0]), Image.BILINEAR)
+    return np.clip(np.asarray(resized, np.float32), 0.0, 1.0)
+
+
+def heatmap_overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """The library's jet overlay (``show_cam_on_image``) as RGB uint8."""
+    return show_cam_on_image(image.astype(np.float32) / 255.0, heat, use_rgb=True, image_weight=0.5)
+
+
+def explain_file(run_dir: str | Path, image_path: str | Path, out: str | Path, method: str = "gradcam",
+                 layer: str | None = None, class_index: int = 0) -> Path:
+    """Write ``<stem>_<method>_<layer>.png`` (heatmap over the image) into ``out``."""
+    path = Path(image_path)
+    if not path.is_file():
+        raise LesionBenchError(f"{path}: no such image file")
+    task, cfg = load_run(run_dir)
+    image = load_image(path)
+    layer = layer or DEFAULT_LAYER.get(method, "bottleneck")
+    heat = explain_array(task.model, cfg, image, method, layer, class_index)
+    tag = method.replace("+", "p")
+    return save_png(heatmap_overlay(image, heat), Path(out) / f"{path.stem}_{tag}_{layer}.png")

@@ -1,0 +1,208 @@
+"""``lesionbench bench``: training-step overhead vs a bare loop, loader vs model, inference cost.
+
+Why one process, interleaved: the machine may be shared, so both sides of every comparison
+run alternately in the same process, with the same threads, and the load average is recorded
+next to the figures. Results go to ``<out>/perf.json`` and ``<out>/perf.md`` (never hand-edited).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from lesionbench.errors import LesionBenchError
+from lesionbench.studies.bench_setup import DEFAULT_MODELS, Settings, full_size_data, machine, threads_for
+
+
+def _median(xs: list[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def _phase(name: str, log: Callable[[str], None]) -> Callable[[], None]:
+    start = time.perf_counter()
+    log(f"bench: {name} ...")
+    return lambda: log(f"bench: {name} done in {time.perf_counter() - start:.1f} s (load {os.getloadavg()[0]:.2f})")
+
+
+def bench_training(s: Settings, root: Path, work: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """LesionBench's Trainer vs a bare loop on the same task objects, alternating which goes first."""
+    import lightning as L
+
+    from lesionbench.data import SegmentationDataModule
+    from lesionbench.studies import bench_measure as m
+    from lesionbench.training.task import SegmentationTask
+
+    out: dict[str, Any] = {}
+    for name in s.models:
+        done = _phase(f"training step {name}", log)
+        L.seed_everything(0, verbose=False)
+        cfg = m.experiment(name, root, s.train_size, s.train_batch, s.device, s.workers, steps=s.warmup + s.steps)
+        dm = SegmentationDataModule.from_experiment(cfg)
+        dm.setup("fit")
+        task = SegmentationTask(cfg.model_dump(mode="json"))
+        light, bare, peaks, threads = [], [], [], set()
+        for rep in range(s.reps):
+            for side in (("lightning", "bare") if rep % 2 == 0 else ("bare", "lightning")):
+                threads.add(torch.get_num_threads())
+                if side == "lightning":
+                    light.append(m.lightning_steps(task, dm, cfg, work / "runs" / f"{len(light)}", s.warmup, s.steps,
+                                                   s.device, s.compile))
+                else:
+                    seconds, peak = m.bare_steps(task, dm, s.warmup, s.steps, s.device, s.compile)
+                    bare.append(seconds)
+                    peaks.append(peak)
+        images = s.steps * s.train_batch
+        lt, bt = images / _median(light), images / _median(bare)
+        out[name] = {"size": s.train_size, "batch": s.train_batch, "warmup_steps": s.warmup, "timed_steps": s.steps,
+                     "reps": s.reps, "lightning_s": light, "bare_s": bare, "lightning_img_s": lt, "bare_img_s": bt,
+                     "ratio": lt / bt, "train_peak_mb": max(peaks), "threads": sorted(threads)}
+        done()
+    return out
+
+
+def bench_loader(s: Settings, root: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Images/s of the training DataLoader, cached vs decoding the full-size files, same augmentation."""
+    from lesionbench.data import SegmentationDataModule
+    from lesionbench.studies import bench_measure as m
+
+    sizes: dict[str, Any] = {}
+    for size in s.loader_sizes:
+        done = _phase(f"loader {size} px", log)
+        loaders, times, res = {}, {}, {}
+        for aug in s.augmentations:
+            for cache in (True, False):
+                cfg = m.experiment(DEFAULT_MODELS[0], root, size, s.loader_batch, s.device, s.workers, aug, cache=cache)
+                dm = SegmentationDataModule.from_experiment(cfg)
+                t = time.perf_counter()
+                dm.setup("fit")  # builds the cache (one-off, reported apart)
+                if cache:
+                    res.setdefault("cache_build_s", time.perf_counter() - t)
+                loaders[(aug, cache)] = dm.train_dataloader()
+                m.loader_epoch(loaders[(aug, cache)])  # warm-up: page cache, workers
+        for _ in range(s.loader_reps):  # interleaved: every setting once per round
+            for key, loader in loaders.items():
+                n, sec = m.loader_epoch(loader)
+                times.setdefault(key, []).append(n / sec)
+        for aug in s.augmentations:
+            c, u = _median(times[(aug, True)]), _median(times[(aug, False)])
+            res[aug] = {"cached_img_s": c, "uncached_img_s": u, "speedup": c / u}
+        sizes[str(size)] = res
+        done()
+    return {"augmentations": list(s.augmentations), "images": s.loader_images, "batch": s.loader_batch,
+            "workers": s.workers, "reps": s.loader_reps, "sizes": sizes}
+
+
+def bench_rates(s: Settings, loader: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    """The models' appetite (training images/s) at the loader sizes: every model at ``rate_size``,
+    the hungriest (fastest) one at the others; the loader/model ratio against the hungriest."""
+    from lesionbench.studies import bench_measure as m
+
+    done = _phase("model consumption rates", log)
+    rates: dict[str, dict[str, float]] = {str(s.rate_size): {}}
+    for name in s.models:
+        rates[str(s.rate_size)][name] = m.model_rate(name, s.rate_size, s.rate_batch, s.rate_steps, s.device)
+    fastest = max(rates[str(s.rate_size)], key=rates[str(s.rate_size)].get)
+    aug = s.augmentations[0]
+    for size in s.loader_sizes:
+        key = str(size)
+        if key not in rates:
+            rates[key] = {fastest: m.model_rate(fastest, size, s.rate_batch, s.rate_steps, s.device)}
+        model = max(rates[key].values())
+        cell = loader["sizes"][key]
+        cell.update(model=max(rates[key], key=rates[key].get), model_img_s=model,
+                    loader_model_ratio=cell[aug]["cached_img_s"] / model,
+                    uncached_loader_model_ratio=cell[aug]["uncached_img_s"] / model)
+    done()
+    return {"batch": s.rate_batch, "steps": s.rate_steps, "img_s": rates, "fastest": fastest}
+
+
+def bench_inference(s: Settings, log: Callable[[str], None]) -> dict[str, Any]:
+    from lesionbench.studies import bench_measure as m
+
+    out = {}
+    for name in s.models:
+        done = _phase(f"inference {name}", log)
+        out[name] = {"size": s.infer_size, **m.inference(name, s.infer_size, s.infer_batches, s.infer_repeats, s.device)}
+        done()
+    return out
+
+
+def bench_epoch(s: Settings, root: Path, work: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """One ISIC 2018 Task 1 epoch (train + validation) at ``epoch_size`` from full-size images."""
+    from lesionbench.data import SegmentationDataModule
+    from lesionbench.studies import bench_measure as m
+    from lesionbench.training.callbacks import build_trainer, release_loggers
+    from lesionbench.training.task import SegmentationTask
+
+    done = _phase(f"ISIC 2018 epoch ({s.epoch_images} images, {s.epoch_size} px)", log)
+    name = s.models[0]
+    cfg = m.experiment(name, root, s.epoch_size, s.epoch_batch, s.device, s.workers, augmentation="seed002")
+    dm = SegmentationDataModule.from_experiment(cfg)
+    t = time.perf_counter()
+    dm.setup("fit")
+    build = time.perf_counter() - t
+    task = SegmentationTask(cfg.model_dump(mode="json"))
+    trainer, _ = build_trainer(cfg, task.phases[0], work / "epoch-run" / "ckpt", work / "epoch-run", [], progress=False)
+    t = time.perf_counter()
+    trainer.fit(torch.compile(task) if s.compile else task, datamodule=dm)
+    seconds = time.perf_counter() - t
+    release_loggers(work / "epoch-run")
+    done()
+    return {"model": name, "images": len(dm.train_ids), "val_images": len(dm.val_ids), "size": s.epoch_size,
+            "batch": s.epoch_batch, "augmentation": "seed002", "cache_build_s": build, "epoch_s": seconds,
+            "img_s": len(dm.train_ids) / seconds}
+
+
+def run_bench(out: Path, settings: Settings, log: Callable[[str], None] = print,
+              command: list[str] | None = None) -> dict[str, Any]:
+    """Run every section, write ``perf.json`` and ``perf.md`` under ``out``; returns the JSON data."""
+    from lesionbench.studies.bench_report import evaluate, write
+
+    s = settings
+    if s.device.startswith("cuda") and not torch.cuda.is_available():
+        raise LesionBenchError("bench --device cuda: no CUDA device visible (use --device cpu)")
+    from lesionbench.models.registry import model_names
+
+    unknown = [n for n in s.models if not n.startswith("smp:") and n not in model_names()]
+    if unknown:
+        raise LesionBenchError(f"bench --models: unknown model(s) {', '.join(unknown)} (see `lesionbench models`)")
+    import cv2
+
+    start, load_start = time.perf_counter(), os.getloadavg()
+    threads, why = threads_for(s)
+    saved = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    work = Path(tempfile.mkdtemp(prefix="lesionbench-bench-"))
+    data: dict[str, Any] = {"command": shlex.join(command or [Path(sys.argv[0]).name, *sys.argv[1:]]),
+                            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                            "settings": asdict(s), "machine": {**machine(s.device), "threads_reason": why}}
+    try:
+        done = _phase("full-size synthetic data", log)
+        root, epoch_root = full_size_data(work, s)
+        done()
+        data["loader"] = bench_loader(s, root, log)
+        data["training"] = bench_training(s, root, work, log)
+        data["consumption"] = bench_rates(s, data["loader"], log)
+        data["inference"] = bench_inference(s, log)
+        data["epoch"] = bench_epoch(s, epoch_root, work, log)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        torch.set_num_threads(saved[0])
+        cv2.setNumThreads(saved[1])
+    data["load"] = {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in os.getloadavg()]}
+    data["seconds"] = round(time.perf_counter() - start, 1)
+    data["targets"] = evaluate(data)
+    write(out, data)
+    return data

@@ -1,0 +1,233 @@
+"""Optuna studies around the one train() function: search space from the YAML's ``tune:`` section.
+
+Trials run in ``results/<study>/trial-<number>/`` run folders; the study lives in an Optuna
+storage (default ``sqlite:///results/<study>/study.db``), so re-running continues it and several
+workers (processes or machines on one PostgreSQL) can share it. With the grid sampler every grid
+point is trained once: trial numbers map to grid points, dead workers' trials are failed and
+re-queued, and a worker that lands on a point another already took closes its trial unrun.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from lesionbench.config import ConfigError, ExperimentConfig, SearchParam, TuneConfig, apply_overrides, read_yaml
+from lesionbench.io import atomic_write_json, atomic_write_text, read_json
+from lesionbench.studies.suite import experiments_dir, make_config, suite_dir_name
+from lesionbench.studies.tune_support import (
+    EpochPruning, build_storage, duplicate_of, grid_coverage, grid_has_work, grid_size, grid_space, reap_dead,
+    requeue_failed, save_plots, set_dotted, worker_id,
+)
+
+@dataclass
+class TuneOptions:
+    n_trials: int | None = None          # per worker; default: the grid size, else tune.n_trials, else 20
+    timeout: float | None = None         # seconds; no new trial starts after it
+    seed: int | None = None              # sampler seed (keep it equal on every worker of a grid study)
+    storage: str | None = None           # any Optuna storage URL; default sqlite:///<study dir>/study.db
+    study_name: str | None = None
+    out: Path = Path("results")
+    synthetic: bool = False
+    quick: bool = False
+    overrides: list[str] = field(default_factory=list)
+    sampler: str | None = None           # grid | tpe | random (default: the YAML's tune.sampler)
+    pruner: str | None = None            # none | median | hyperband (default: the YAML's tune.pruner)
+    progress: bool = False
+
+
+@dataclass
+class TuneResult:
+    study_name: str
+    study_dir: Path
+    storage: str
+    trials: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    best_yaml: Path | None
+    notes: list[str]
+
+
+class _Duplicate(RuntimeError):
+    """This trial drew a grid point another worker already took: closed without training."""
+
+
+def load_experiment(path: str | Path, opts: TuneOptions) -> tuple[dict[str, Any], ExperimentConfig, TuneConfig]:
+    """The raw experiment (with --set applied) and its validated ``tune:`` section."""
+    path = Path(path)
+    if not path.is_file() and (experiments_dir() / path).is_file():
+        path = experiments_dir() / path
+    data = read_yaml(path)
+    data.setdefault("name", path.stem)
+    data = apply_overrides(data, list(opts.overrides))
+    cfg = make_config(copy.deepcopy(data), str(path), [], opts.quick, opts.synthetic)  # make_config edits in place
+    if cfg.tune is None or not cfg.tune.params:
+        raise ConfigError(f"{path}: no `tune.params` to search (see experiments/kvasir_resnet50_unet.yaml)")
+    if cfg.tune.metric != "val/dice":
+        raise ConfigError(f"{path}: tune.metric: only 'val/dice' is supported (train() keeps the best val/dice epoch)")
+    for p in cfg.tune.params:
+        _check_param(p, data, str(path))
+    return data, cfg, cfg.tune
+
+
+def _check_param(p: SearchParam, data: dict[str, Any], source: str) -> None:
+    if p.type == "categorical" and not p.choices:
+        raise ConfigError(f"{source}: tune.params {p.name}: categorical needs `choices: [...]`")
+    if p.type != "categorical" and (p.low is None or p.high is None or p.low > p.high):
+        raise ConfigError(f"{source}: tune.params {p.name}: {p.type} needs `low` <= `high`")
+    sample = p.choices[0] if p.type == "categorical" else (int(p.low) if p.type == "int" else p.low)
+    try:
+        make_config(set_dotted(copy.deepcopy(data), p.name, sample), source, [], False, False)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: tune.params {p.name} is not a valid config key: {err}".splitlines()[0]) from None
+
+
+def suggest(trial: optuna.Trial, p: SearchParam) -> Any:
+    if p.type == "categorical":
+        return trial.suggest_categorical(p.name, p.choices)
+    if p.type == "int":
+        return trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log)
+    return trial.suggest_float(p.name, float(p.low), float(p.high), log=p.log)
+
+
+def make_sampler(name: str, params: list[SearchParam], seed: int | None) -> optuna.samplers.BaseSampler:
+    if name == "grid":
+        return optuna.samplers.GridSampler(grid_space(params), seed=seed or 0)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+# ----------------------------------------------------------------------------- the study
+
+def trial_config(data: dict[str, Any], params: dict[str, Any], source: str, quick: bool, synthetic: bool) -> ExperimentConfig:
+    raw = copy.deepcopy(data)
+    for key, value in params.items():
+        set_dotted(raw, key, value)
+    return make_config(raw, source, [], quick, synthetic)
+
+
+def run_study(experiment: str | Path, opts: TuneOptions,
+              on_trial: Callable[[FrozenTrial], None] | None = None,
+              pruner: optuna.pruners.BasePruner | None = None) -> TuneResult:
+    """Run this worker's share of the study, then write best.yaml, trials table and plots."""
+    from lesionbench.training.loggers import finish_wandb
+    from lesionbench.training.run import record_failure, train
+
+    data, base, tcfg = load_experiment(experiment, opts)
+    source = str(experiment)
+    sampler_name, pruner_name = opts.sampler or tcfg.sampler, opts.pruner or tcfg.pruner
+    name = opts.study_name or suite_dir_name(f"{base.name}-tune", opts.quick, opts.synthetic)
+    study_dir = Path(opts.out) / name
+    study_dir.mkdir(parents=True, exist_ok=True)
+    url = opts.storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
+    epochs = sum(p.epochs or 1 for p in base.resolved_phases())
+    study = optuna.create_study(
+        study_name=name, storage=build_storage(url), direction=tcfg.direction, load_if_exists=True,
+        sampler=make_sampler(sampler_name, tcfg.params, opts.seed),
+        pruner=pruner or make_pruner(pruner_name, epochs),
+    )
+    space = grid_space(tcfg.params, source) if sampler_name == "grid" else None
+    n_trials = opts.n_trials or (grid_size(space) if space else tcfg.n_trials or 20)
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", worker_id())
+        params = {p.name: suggest(trial, p) for p in tcfg.params}
+        if space is not None and (dup := duplicate_of(study, trial, space)) is not None:
+            trial.set_user_attr("duplicate_of", dup)
+            trial.set_user_attr("fail_reason", f"duplicate: grid point already taken by trial {dup} (not trained)")
+            raise _Duplicate(f"grid point already taken by trial {dup}")
+        cfg = trial_config(data, params, source, opts.quick, opts.synthetic)
+        run_dir = study_dir / f"trial-{trial.number}"
+        trial.set_user_attr("run_dir", str(run_dir))
+        callbacks = [EpochPruning(trial, "val/dice")] if pruner_name != "none" or pruner is not None else []
+        try:
+            result = train(cfg, run_dir, suite=name, callbacks=callbacks, progress=opts.progress)
+        except optuna.TrialPruned as err:
+            _mark_run(run_dir, "pruned", str(err))
+            raise
+        except Exception as err:
+            reason = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+            trial.set_user_attr("error", reason)
+            trial.set_user_attr("fail_reason", reason)
+            record_failure(run_dir, cfg, name, err)
+            raise
+        finally:
+            finish_wandb()
+        if result.best_val is None:
+            trial.set_user_attr("fail_reason", "no val/dice was logged (no validation data?)")
+            raise RuntimeError("no val/dice was logged")
+        trial.set_user_attr("test_dice", (result.metrics.get("per_image") or {}).get("dice"))
+        return float(result.best_val)
+
+    start, done = time.time(), 0
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    while done < n_trials and not (opts.timeout and time.time() - start > opts.timeout):
+        reap_dead(study)
+        if space is not None:
+            requeue_failed(study, space, start)
+            if not grid_has_work(study, space):
+                break
+        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
+        done += 1
+        if on_trial is not None:
+            on_trial(study.get_trials(deepcopy=False)[-1])
+    flags = " ".join(f for f, on in (("--synthetic", opts.synthetic), ("--quick", opts.quick)) if on)
+    return finish_study(study, data, source, study_dir, url, space, flags)
+
+
+def _mark_run(run_dir: Path, status: str, reason: str) -> None:
+    try:
+        info = read_json(run_dir / "run.json")
+    except (OSError, ValueError):
+        return
+    info.update(status=status, error=reason)
+    atomic_write_json(run_dir / "run.json", info)
+
+
+def finish_study(study: optuna.Study, data: dict[str, Any], source: str, study_dir: Path, url: str,
+                 space: dict[str, list[Any]] | None, flags: str = "") -> TuneResult:
+    """best.yaml, the trials table (leaderboard), history/importance plots, grid coverage notes."""
+    from lesionbench.reporting.leaderboard import write_trials_table
+
+    all_trials = study.get_trials(deepcopy=False)
+    trials = [{"number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
+               "reason": t.user_attrs.get("fail_reason")
+               or ("worker lost (no heartbeat)" if t.state == TrialState.FAIL else None)}
+              for t in all_trials if "duplicate_of" not in t.user_attrs]
+    notes: list[str] = []
+    if space is not None:
+        missing, dupes = grid_coverage(study, space)
+        notes += [f"grid point not done yet: {m}" for m in missing]
+        notes += [f"grid point trained more than once: {d}" for d in dupes]
+    complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
+    best, best_yaml = None, None
+    if complete:
+        bt = study.best_trial
+        best = {"number": bt.number, "value": bt.value, "params": bt.params, "run_dir": bt.user_attrs.get("run_dir")}
+        cfg = trial_config(data, bt.params, source, quick=False, synthetic=False)
+        header = (f"# Best trial {bt.number} of study '{study.study_name}': val/dice={bt.value:.4f}, params {bt.params}.\n"
+                  f"# Its run folder (the config it actually ran, e.g. with --quick/--synthetic): {best['run_dir']}\n"
+                  f"# Run it: lesionbench run {study_dir / 'best.yaml'} {flags}".rstrip() + "\n")
+        best_yaml = atomic_write_text(study_dir / "best.yaml", header + cfg.to_yaml())
+    atomic_write_json(study_dir / "study.json", {"study": study.study_name, "storage": url, "best": best,
+                                                 "trials": trials, "notes": notes})
+    write_trials_table(study_dir, trials)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        notes += save_plots(study, study_dir)
+    return TuneResult(study.study_name, study_dir, url, trials, best, best_yaml, notes)

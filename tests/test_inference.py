@@ -1,0 +1,172 @@
+"""Using a trained run: load_run, predict (any size, TTA), CAM methods on two families, visual report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lesionbench.config import ExperimentConfig
+from lesionbench.errors import LesionBenchError
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _cfg(model: dict, size: int = 32, epochs: int = 1) -> ExperimentConfig:
+    return ExperimentConfig.model_validate({
+        "name": "tiny", "dataset": {"name": "synthetic", "image_size": size, "augmentation": "basic"},
+        "model": model, "trainer": {"epochs": epochs, "batch_size": 4, "accelerator": "cpu", "devices": 1},
+    })
+
+
+def fake_run(run_dir: Path, cfg: ExperimentConfig) -> Path:
+    """A finished-looking run folder around an untrained task (no training: fast)."""
+    from lesionbench.training.task import SegmentationTask
+    task = SegmentationTask(cfg.model_dump(mode="json"))
+    (run_dir / "checkpoints").mkdir(parents=True)
+    torch.save({"hyper_parameters": {"config": cfg.model_dump(mode="json")}, "state_dict": task.state_dict()},
+               run_dir / "checkpoints" / "best.ckpt")
+    (run_dir / "run.json").write_text(json.dumps({"status": "finished"}))
+    (run_dir / "metrics.json").write_text(json.dumps({"best_checkpoint": "checkpoints/best.ckpt"}))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real tiny training (unet, 8 channels, 32 px, 2 epochs) shared by this module."""
+    from lesionbench.training.run import train
+    tmp = tmp_path_factory.mktemp("inference")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LESIONBENCH_SYNTHETIC", str(tiny_synthetic))
+        mp.setenv("LESIONBENCH_WORKDIR", str(tmp / "work"))
+        run_dir = tmp / "results" / "t" / "tiny__s42"
+        train(_cfg({"name": "unet", "options": {"base_channels": 8}}, epochs=2), run_dir, suite="t", progress=False)
+        yield run_dir
+
+
+def _image(path: Path, w: int, h: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_load_run_errors(tmp_path: Path) -> None:
+    with pytest.raises(LesionBenchError, match="no such run folder"):
+        from lesionbench.inference.load import load_run
+        load_run(tmp_path / "missing")
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "run.json").write_text(json.dumps({"status": "running"}))
+    with pytest.raises(LesionBenchError, match="not finished"):
+        load_run(tmp_path / "r")
+
+
+def test_load_run_matches_checkpoint(trained_run: Path) -> None:
+    from lesionbench.inference.load import load_run
+    task, cfg = load_run(trained_run)
+    assert cfg.model.name == "unet" and cfg.dataset.image_size == 32 and not task.training
+    rel = json.loads((trained_run / "metrics.json").read_text())["best_checkpoint"]
+    state = torch.load(trained_run / rel, map_location="cpu", weights_only=False)["state_dict"]
+    for k, v in task.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def test_predict_two_sizes_binary_masks(trained_run: Path, tmp_path: Path) -> None:
+    from lesionbench.inference.predict import predict_files
+    a, b = _image(tmp_path / "a.png", 50, 37, 1), _image(tmp_path / "b.jpg", 23, 61, 2)
+    written = predict_files(trained_run, [a, b], tmp_path / "out", tta=True)
+    assert sorted(p.name for p in written) == ["a_mask.png", "a_overlay.png", "b_mask.png", "b_overlay.png"]
+    for stem, (w, h) in (("a", (50, 37)), ("b", (23, 61))):
+        mask = np.asarray(Image.open(tmp_path / "out" / f"{stem}_mask.png"))
+        assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}
+        assert Image.open(tmp_path / "out" / f"{stem}_overlay.png").size == (w, h)
+
+
+def test_predict_matches_test_metrics_and_tta(trained_run: Path) -> None:
+    """Without TTA, predict_array reproduces the run's own per-image Dice of a test image."""
+    import csv
+    from lesionbench.data import SegmentationDataModule
+    from lesionbench.data.decode import load_pair
+    from lesionbench.inference.load import load_run
+    from lesionbench.inference.predict import predict_array
+    task, cfg = load_run(trained_run)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LESIONBENCH_WORKDIR", str(trained_run.parent / "work2"))
+        dm = SegmentationDataModule.from_experiment(cfg)
+        dm.setup("test")
+        sample = dm.parts["test"][0]
+        image, gt = load_pair(sample, dm.layout.mask_threshold)
+    pred = predict_array(task.model, cfg, image) > 0.5
+    tp, fp, fn = (pred & (gt > 0)).sum(), (pred & (gt == 0)).sum(), (~pred & (gt > 0)).sum()
+    dice = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+    rows = {r["id"]: float(r["dice"]) for r in csv.DictReader(open(trained_run / "per_image.csv"))}
+    assert dice == pytest.approx(rows[sample.id], abs=1e-6)
+    probs = predict_array(task.model, cfg, image, tta=True)
+    assert probs.shape == gt.shape and 0 <= probs.min() <= probs.max() <= 1
+
+
+@pytest.mark.parametrize("model", [{"name": "unet", "options": {"base_channels": 8}},
+                                   {"name": "test-fct-resnet", "options": {}}])
+def test_every_cam_method_two_families(model: dict, tmp_path: Path) -> None:
+    from lesionbench.inference.explain import METHODS, explain_array, explain_file
+    from lesionbench.inference.load import load_run
+    run = fake_run(tmp_path / "run", _cfg(model, size=32))
+    task, cfg = load_run(run)
+    image = np.asarray(Image.open(_image(tmp_path / "x.png", 45, 30)).convert("RGB"))
+    runs = [(m, None) for m in METHODS] + [("gradcam", "last"), ("cam", "bottleneck")]
+    for method, layer in runs:  # default layers: cam -> last, every other method -> bottleneck
+        if True:
+            heat = explain_array(task.model, cfg, image, method, layer)
+            assert heat.shape == (30, 45) and np.isfinite(heat).all(), (method, layer)
+            assert 0.0 <= heat.min() and heat.max() <= 1.0, (method, layer)
+    path = explain_file(run, tmp_path / "x.png", tmp_path / "cams", "gradcam++")
+    assert path.name == "x_gradcampp_bottleneck.png" and path.read_bytes()[:8] == PNG
+    assert Image.open(path).size == (45, 30)
+    with pytest.raises(LesionBenchError, match="unknown CAM method"):
+        explain_array(task.model, cfg, image, "nope")
+
+
+def test_error_map_colours() -> None:
+    from lesionbench.inference.predict import FN_COLOUR, FP_COLOUR, TP_COLOUR, error_map
+    pred = np.array([[1, 1], [0, 0]], bool)
+    gt = np.array([[1, 0], [1, 0]], bool)
+    e = error_map(pred, gt)
+    assert tuple(e[0, 0]) == TP_COLOUR and tuple(e[0, 1]) == FP_COLOUR
+    assert tuple(e[1, 0]) == FN_COLOUR and tuple(e[1, 1]) == (0, 0, 0)
+
+
+def test_visual_report(trained_run: Path, tiny_synthetic: Path) -> None:
+    from lesionbench.reporting.visual import write_run_report
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LESIONBENCH_SYNTHETIC", str(tiny_synthetic))
+        mp.setenv("LESIONBENCH_WORKDIR", str(trained_run.parent / "work3"))
+        paths = write_run_report(trained_run)
+    names = sorted(p.name for p in paths)
+    assert names == ["best_worst.png", "curves.png", "errors.png", "index.md", "samples.png"]
+    for p in paths:
+        assert p.parent == trained_run / "report" and p.stat().st_size > 0
+        if p.suffix == ".png":
+            assert p.read_bytes()[:8] == PNG, p
+            assert min(Image.open(p).size) > 100
+    index = (trained_run / "report" / "index.md").read_text()
+    assert "![samples](samples.png)" in index and "![curves](curves.png)" in index
+
+
+def test_cam_at_last_layer_is_classic_cam(tmp_path: Path) -> None:
+    """Before a 1×1 conv head, Grad-CAM = ReLU(logit - bias), min-max scaled (Zhou et al.'s CAM)."""
+    from lesionbench.inference.explain import explain_array
+    from lesionbench.inference.load import load_run
+    task, cfg = load_run(fake_run(tmp_path / "run", _cfg({"name": "unet", "options": {"base_channels": 8}})))
+    image = np.asarray(Image.open(_image(tmp_path / "x.png", 32, 32, 3)).convert("RGB"))
+    heat = explain_array(task.model, cfg, image, "cam")
+    from lesionbench.inference.load import eval_transform
+    x = eval_transform(cfg)(image=image)["image"].unsqueeze(0)
+    with torch.no_grad():
+        logit = task.model(x)[0, 0]
+    # the target mask (predicted, or all pixels) only scales the channel weights, by its mean
+    cam = torch.relu(logit - task.model.head.bias[0]).detach().numpy()
+    cam = (cam - cam.min()) / (cam.max() - cam.min() + 1e-7)
+    assert np.abs(heat - cam).max() < 1e-3

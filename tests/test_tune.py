@@ -1,0 +1,204 @@
+"""Optuna studies on tiny synthetic data: seed 002's grid, failures, pruning, kill/resume, shared storage."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from lesionbench.config import load_config
+from lesionbench.io import read_json
+from lesionbench.studies.tune import TuneOptions, run_study
+from lesionbench.studies.tune_support import build_storage
+
+SEED002 = Path(__file__).parents[1] / "experiments" / "kvasir_resnet50_unet.yaml"
+TINY = ["model={name: unet, options: {base_channels: 8}}", "dataset.image_size=32", "trainer.accelerator=cpu",
+        "trainer.devices=1", "scheduler.name=none", "dataset.augmentation=basic"]
+# 12 training images, 3 epochs of batch 2: enough for the two learning rates to reach different val Dice
+LEARNS = [*TINY, "dataset.name=isic2018", "dataset.split=official", "trainer.epochs=3", "trainer.batch_size=2",
+          "loss={terms: [{name: dice}]}"]
+FAST = [*TINY, "dataset.subset=8", "trainer.epochs=1", "trainer.batch_size=4"]
+GRID = {(5e-4, 1e-4), (5e-4, 1e-3), (1e-3, 1e-4), (1e-3, 1e-3)}
+
+
+def _key(t: optuna.trial.FrozenTrial) -> tuple[float, float]:
+    return t.params["optimizer.lr"], t.params["optimizer.weight_decay"]
+
+
+def test_seed002_grid_best_is_highest_val_dice(synthetic_env: Path, tmp_path: Path) -> None:
+    result = run_study(SEED002, TuneOptions(out=tmp_path, synthetic=True, overrides=LEARNS, study_name="s002"))
+    study = optuna.load_study(study_name="s002", storage=result.storage)
+    trials = study.get_trials()
+    assert len(trials) == 4 and {_key(t) for t in trials} == GRID
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    values = {t.number: t.value for t in trials}
+    best = max(values, key=lambda n: values[n])
+    assert result.best["number"] == best and result.best["value"] == max(values.values())
+    assert len(set(values.values())) > 1, "the tiny runs should separate the learning rates"
+    for t in trials:  # each value is the best epoch's val/dice of that trial's run folder
+        run = tmp_path / "s002" / f"trial-{t.number}"
+        assert read_json(run / "metrics.json")["best_val"]["val/dice"] == pytest.approx(t.value)
+        assert (run / read_json(run / "metrics.json")["best_checkpoint"]).is_file()
+    cfg = load_config(tmp_path / "s002" / "best.yaml")
+    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == _key(study.best_trial)
+    assert cfg.dataset.root is None, "best.yaml is the full recipe; --synthetic is a flag of the run"
+    assert "| 3 | COMPLETE |" in (tmp_path / "s002" / "trials.md").read_text()
+    assert "Optuna trials" in (tmp_path / "s002" / "leaderboard.md").read_text()
+    for png in ("optimization_history.png", "param_importances.png"):
+        assert (tmp_path / "s002" / png).stat().st_size > 1000
+    # re-running a finished grid trains nothing more
+    again = run_study(SEED002, TuneOptions(out=tmp_path, synthetic=True, overrides=LEARNS, study_name="s002"))
+    assert len(again.trials) == 4 and again.best["number"] == best
+
+
+def test_failed_trial_is_marked_with_reason_and_study_goes_on(synthetic_env: Path, tmp_path: Path) -> None:
+    exp = tmp_path / "models.yaml"
+    exp.write_text("dataset: {name: synthetic}\ntune:\n  sampler: grid\n  params:\n"
+                   "    - {name: model.name, type: categorical, choices: [no-such-model, unet]}\n")
+    result = run_study(exp, TuneOptions(out=tmp_path, synthetic=True, overrides=FAST, study_name="f"))
+    by_model = {t["params"]["model.name"]: t for t in result.trials}
+    assert by_model["no-such-model"]["state"] == "FAIL" and by_model["unet"]["state"] == "COMPLETE"
+    assert "no-such-model" in by_model["no-such-model"]["reason"]
+    study = optuna.load_study(study_name="f", storage=result.storage)
+    failed = study.get_trials(states=(TrialState.FAIL,))[0]
+    assert "no-such-model" in failed.user_attrs["fail_reason"]
+    assert read_json(tmp_path / "f" / f"trial-{failed.number}" / "run.json")["status"] == "failed"
+    assert result.best["params"] == {"model.name": "unet"}
+
+
+class _AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return True
+
+
+def test_pruned_trial_is_marked_pruned(synthetic_env: Path, tmp_path: Path) -> None:
+    """The pruning callback reports val/dice per epoch; a pruned trial is PRUNED, its run folder says so."""
+    opts = TuneOptions(out=tmp_path, synthetic=True, overrides=FAST, study_name="p", sampler="tpe", n_trials=1, seed=0)
+    result = run_study(SEED002, opts, pruner=_AlwaysPrune())
+    (trial,) = optuna.load_study(study_name="p", storage=result.storage).get_trials()
+    assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [0]
+    assert read_json(tmp_path / "p" / "trial-0" / "run.json")["status"] == "pruned"
+    assert result.best is None and "no completed trial yet: plots skipped" in result.notes
+
+
+# ----------------------------------------------------------------------------- worker processes
+
+def _tune(tmp_path: Path, synthetic_env: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "LESIONBENCH_SYNTHETIC": str(synthetic_env), "LESIONBENCH_WORKDIR": str(tmp_path / "work"),
+           "OMP_NUM_THREADS": "1"}
+    sets = [arg for s in FAST for arg in ("--set", s)]
+    cmd = [sys.executable, "-m", "lesionbench.cli", "tune", str(SEED002), "--synthetic", "--out", str(tmp_path / "r"),
+           "--study-name", "s", *sets, *extra]
+    return subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+def _assert_grid_once(storage: str, study_dir: Path) -> list[optuna.trial.FrozenTrial]:
+    trials = optuna.load_study(study_name="s", storage=build_storage(storage)).get_trials()
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(_key(t) for t in done) == sorted(GRID), [(t.number, t.state, t.params) for t in trials]
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    trained = sorted(p.parent.name for p in study_dir.glob("trial-*/metrics.json"))
+    assert len(trained) == 4 and trained == sorted(f"trial-{t.number}" for t in done)
+    return trials
+
+
+def _two_workers(tmp_path: Path, synthetic_env: Path, *extra: str) -> None:
+    procs = [_tune(tmp_path, synthetic_env, *extra) for _ in range(2)]
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out
+
+
+@pytest.mark.slow
+def test_kill_mid_study_then_resume_keeps_finished_trials(synthetic_env: Path, tmp_path: Path) -> None:
+    study_dir, storage = tmp_path / "r" / "s", f"sqlite:///{tmp_path / 'r' / 's' / 'study.db'}"
+    proc = _tune(tmp_path, synthetic_env)
+    deadline = time.time() + 200
+    while time.time() < deadline and not list(study_dir.glob("trial-*/metrics.json")):
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {t.number: (t.params, t.value) for t in optuna.load_study(study_name="s", storage=storage).get_trials()
+              if t.state == TrialState.COMPLETE}
+    assert 1 <= len(before) < 4
+    stamps = {n: (study_dir / f"trial-{n}" / "metrics.json").stat().st_mtime_ns for n in before}
+    proc = _tune(tmp_path, synthetic_env)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    trials = _assert_grid_once(storage, study_dir)
+    after = {t.number: (t.params, t.value) for t in trials if t.state == TrialState.COMPLETE}
+    assert all(after[n] == before[n] for n in before), "finished trials are kept as they were"
+    assert all((study_dir / f"trial-{n}" / "metrics.json").stat().st_mtime_ns == s for n, s in stamps.items())
+    for t in trials:  # the killed trial (if the kill landed inside one) is FAIL with its reason
+        if t.state == TrialState.FAIL:
+            assert "died" in t.user_attrs["fail_reason"]
+    assert (study_dir / "best.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_sqlite_study(synthetic_env: Path, tmp_path: Path) -> None:
+    _two_workers(tmp_path, synthetic_env)
+    _assert_grid_once(f"sqlite:///{tmp_path / 'r' / 's' / 'study.db'}", tmp_path / "r" / "s")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A throw-away PostgreSQL server (initdb into a temp dir, a free port); as user postgres when root."""
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb") or ""]
+    if not bins[-1]:
+        pytest.skip("no PostgreSQL server binaries (initdb); install them with `make postgres` (Debian: postgresql)")
+    bindir = Path(bins[-1]).parent
+    as_user: list[str] = []
+    base = Path(tempfile.mkdtemp(prefix="lesionbench-pg-"))  # not under pytest's 0700 root-owned tmp dirs
+    if os.geteuid() == 0:
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser: PostgreSQL refuses to run as root")
+        import pwd
+
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and no `postgres` user to run the server as")
+        os.chown(base, pw.pw_uid, pw.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = base / "data", _free_port()
+
+    def pg(tool: str, *args: str) -> None:
+        subprocess.run([*as_user, str(bindir / tool), *args], check=True, capture_output=True, text=True)
+
+    pg("initdb", "-D", str(data), "-U", "lb", "--auth=trust", "-E", "UTF8")
+    pg("pg_ctl", "-D", str(data), "-l", str(base / "log"), "-w", "start",
+       "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off")
+    try:
+        pg("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "lb", "optuna")
+        yield f"postgresql://lb@127.0.0.1:{port}/optuna"
+    finally:
+        pg("pg_ctl", "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_postgresql_study(synthetic_env: Path, tmp_path: Path, postgres_url: str) -> None:
+    _two_workers(tmp_path, synthetic_env, "--storage", postgres_url)
+    _assert_grid_once(postgres_url, tmp_path / "r" / "s")
+    assert not (tmp_path / "r" / "s" / "study.db").exists()
