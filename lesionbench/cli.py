@@ -170,7 +170,9 @@ def leaderboard(
 
 
 @app.command()
-def models() -> None:
+def models(
+    smp_counts: Annotated[bool, typer.Option("--smp-counts/--no-smp-counts", help="Also count the smp matrix rows (~15 s)")] = True,
+) -> None:
     """List every registered model with its input size, parameters and deep-supervision heads.
 
     Example: lesionbench models
@@ -180,7 +182,7 @@ def models() -> None:
     table = Table(title="LesionBench models")
     for col in ("name", "from", "input", "params", "heads"):
         table.add_column(col)
-    for info in list_models():
+    for info in list_models(with_params="all" if smp_counts else True):
         table.add_row(info.name, info.source, str(info.input_size),
                       f"{info.params:,}" if info.params else "—", str(info.heads))
     console.print(table)
@@ -323,6 +325,8 @@ def bench(
     argv = ["lesionbench", "bench", *(["--quick"] if quick else []), "--out", str(out),
             *[x for m in models or [] for x in ("--models", m)], "--device", device, *(["--compile"] if compile_ else []),
             *(["--epoch-images", str(epoch_images)] if epoch_images else []), *(["--threads", str(threads)] if threads else [])]
+    if Path(sys.argv[0]).name == "lesionbench":  # the command as typed (e.g. by `make bench`)
+        argv = ["lesionbench", *sys.argv[1:]]
     data = run_bench(out, settings, log=lambda msg: console.print(msg, markup=False, highlight=False), command=argv)
     for t in data["targets"]:
         console.print(f"{t['name']}: {t['measured']:.3g} (target {t['target']}) "
@@ -387,7 +391,7 @@ def main() -> None:
     except LesionBenchError as err:
         from rich.text import Text
 
-        Console(stderr=True).print(Text.assemble(("error: ", "bold red"), str(err)), highlight=False)
+        Console(stderr=True, soft_wrap=True).print(Text.assemble(("error: ", "bold red"), str(err)), highlight=False)
         sys.exit(2)
     except typer.Exit as err:
         sys.exit(err.exit_code)

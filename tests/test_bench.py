@@ -41,6 +41,7 @@ def test_json_has_every_section_with_positive_numbers(bench_out: Path) -> None:
     assert data["command"].startswith("lesionbench bench --quick")
     t = data["training"]["test-unet"]
     assert t["lightning_img_s"] > 0 and t["bare_img_s"] > 0
+    assert math.isclose(t["ratio"], t["bare_s"][0] / t["lightning_s"][0])  # one repetition: its own ratio
     assert math.isclose(t["ratio"], t["lightning_img_s"] / t["bare_img_s"])
     assert len(t["lightning_s"]) == len(t["bare_s"]) == 1 and t["threads"] == [1]
     for size in ("128", "224", "256"):

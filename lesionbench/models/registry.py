@@ -131,8 +131,11 @@ def list_models(with_params: bool | str = True, source: str | None = None) -> li
             try:
                 with torch.device("meta"):
                     params = count_params(create_model(name, num_classes=1, **opts))
-            except Exception:  # some encoders cannot be built on the meta device (mit_b0)
-                params = None
+            except Exception:  # some encoders cannot be built on the meta device (mit_b0): build for real
+                try:
+                    params = count_params(create_model(name, num_classes=1, **opts))
+                except Exception:  # noqa: BLE001 - a listing must not fail on one model
+                    params = None
         doc = (inspect.getdoc(e.fn) or "").splitlines()
         rows.append(ModelInfo(name, e.source, e.input_size, e.heads, params, doc[0] if doc else ""))
     return rows

@@ -47,7 +47,8 @@ def bench_training(s: Settings, root: Path, work: Path, log: Callable[[str], Non
     for name in s.models:
         done = _phase(f"training step {name}", log)
         L.seed_everything(0, verbose=False)
-        cfg = m.experiment(name, root, s.train_size, s.train_batch, s.device, s.workers, steps=s.warmup + s.steps)
+        cfg = m.experiment(name, root, s.train_size, s.train_batch, s.device, s.workers, steps=s.warmup + s.steps,
+                           compiled=s.compile)
         dm = SegmentationDataModule.from_experiment(cfg)
         dm.setup("fit")
         task = SegmentationTask(cfg.model_dump(mode="json"))
@@ -56,8 +57,10 @@ def bench_training(s: Settings, root: Path, work: Path, log: Callable[[str], Non
             for side in (("lightning", "bare") if rep % 2 == 0 else ("bare", "lightning")):
                 threads.add(torch.get_num_threads())
                 if side == "lightning":
-                    light.append(m.lightning_steps(task, dm, cfg, work / "runs" / f"{len(light)}", s.warmup, s.steps,
-                                                   s.device, s.compile))
+                    seconds, used = m.lightning_steps(task, dm, cfg, work / "runs" / f"{len(light)}", s.warmup,
+                                                      s.steps, s.device)
+                    light.append(seconds)
+                    threads.add(used)
                 else:
                     seconds, peak = m.bare_steps(task, dm, s.warmup, s.steps, s.device, s.compile)
                     bare.append(seconds)
@@ -66,7 +69,8 @@ def bench_training(s: Settings, root: Path, work: Path, log: Callable[[str], Non
         lt, bt = images / _median(light), images / _median(bare)
         out[name] = {"size": s.train_size, "batch": s.train_batch, "warmup_steps": s.warmup, "timed_steps": s.steps,
                      "reps": s.reps, "lightning_s": light, "bare_s": bare, "lightning_img_s": lt, "bare_img_s": bt,
-                     "ratio": lt / bt, "train_peak_mb": max(peaks), "threads": sorted(threads)}
+                     "ratio": _median([b / a for a, b in zip(light, bare)]), "train_peak_mb": max(peaks),
+                     "threads": sorted(threads)}
         done()
     return out
 
@@ -147,7 +151,8 @@ def bench_epoch(s: Settings, root: Path, work: Path, log: Callable[[str], None])
 
     done = _phase(f"ISIC 2018 epoch ({s.epoch_images} images, {s.epoch_size} px)", log)
     name = s.models[0]
-    cfg = m.experiment(name, root, s.epoch_size, s.epoch_batch, s.device, s.workers, augmentation="seed002")
+    cfg = m.experiment(name, root, s.epoch_size, s.epoch_batch, s.device, s.workers, augmentation="seed002",
+                       compiled=s.compile)
     dm = SegmentationDataModule.from_experiment(cfg)
     t = time.perf_counter()
     dm.setup("fit")
@@ -155,7 +160,7 @@ def bench_epoch(s: Settings, root: Path, work: Path, log: Callable[[str], None])
     task = SegmentationTask(cfg.model_dump(mode="json"))
     trainer, _ = build_trainer(cfg, task.phases[0], work / "epoch-run" / "ckpt", work / "epoch-run", [], progress=False)
     t = time.perf_counter()
-    trainer.fit(torch.compile(task) if s.compile else task, datamodule=dm)
+    trainer.fit(task, datamodule=dm)
     seconds = time.perf_counter() - t
     release_loggers(work / "epoch-run")
     done()

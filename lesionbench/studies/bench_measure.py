@@ -8,6 +8,7 @@ everything LesionBench adds to a step (Lightning loop, logging, metrics) is meas
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import resource
 import time
@@ -51,6 +52,14 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _trim() -> None:
+    """Give freed heap back to the OS (glibc keeps it), so RSS before a block is its live memory."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 @contextlib.contextmanager
 def peak_memory(device: str) -> Iterator[dict[str, float]]:
     """Peak memory used inside the block, over what was resident before it: CUDA allocator peak,
@@ -64,6 +73,7 @@ def peak_memory(device: str) -> Iterator[dict[str, float]]:
         sync(device)
         out["peak_mb"] = (torch.cuda.max_memory_allocated() - before) / 2**20
         return
+    _trim()
     before, hwm = rss_mb(), None
     try:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
@@ -87,7 +97,8 @@ def autocast(device: str) -> contextlib.AbstractContextManager:
 
 
 def experiment(model: str, data_root: Path, size: int, batch: int, device: str, workers: int,
-               augmentation: str = "basic", steps: int | None = None, cache: bool = True) -> ExperimentConfig:
+               augmentation: str = "basic", steps: int | None = None, cache: bool = True,
+               compiled: bool = False) -> ExperimentConfig:
     """The config a user would write for this measurement (synthetic ISIC 2018 layout, no weights)."""
     cuda = device.startswith("cuda")
     return ExperimentConfig(
@@ -99,7 +110,7 @@ def experiment(model: str, data_root: Path, size: int, batch: int, device: str, 
                               devices=[int(device.split(":")[1])] if ":" in device else 1,
                               precision="bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else "32-true",
                               limit_train_batches=steps, limit_val_batches=0 if steps else None,
-                              channels_last=cuda),
+                              channels_last=cuda, compile=compiled),
     )
 
 
@@ -111,11 +122,13 @@ class StepTimer(Callback):
     def __init__(self, warmup: int, steps: int, device: str) -> None:
         self.warmup, self.steps, self.device = warmup, steps, device
         self.t0 = self.t1 = 0.0
+        self.threads = 0
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if batch_idx in (self.warmup - 1, self.warmup + self.steps - 1):
             sync(self.device)
             setattr(self, "t0" if batch_idx == self.warmup - 1 else "t1", time.perf_counter())
+            self.threads = torch.get_num_threads()
 
     @property
     def seconds(self) -> float:
@@ -123,17 +136,16 @@ class StepTimer(Callback):
 
 
 def lightning_steps(task: SegmentationTask, dm: SegmentationDataModule, cfg: ExperimentConfig, run_dir: Path,
-                    warmup: int, steps: int, device: str, compiled: bool = False) -> float:
+                    warmup: int, steps: int, device: str) -> tuple[float, int]:
     """One ``trainer.fit`` built by ``build_trainer`` (as ``train()`` builds it: CSV logger, checkpoint,
-    LR monitor; no progress bar, as in suite runs); returns the timed seconds of ``steps`` steps."""
+    LR monitor; no progress bar, as in suite runs); returns (timed seconds of ``steps`` steps, threads then)."""
     timer = StepTimer(warmup, steps, device)
     trainer, _ = build_trainer(cfg, task.phases[0], run_dir / "checkpoints", run_dir, [timer], progress=False)
-    module = torch.compile(task) if compiled else task
-    trainer.fit(module, datamodule=dm)
+    trainer.fit(task, datamodule=dm)  # cfg.trainer.compile / channels_last act in task.configure_model
     release_loggers(run_dir)
     if timer.t1 <= timer.t0:
         raise RuntimeError(f"bench: Lightning ran fewer than {warmup + steps} steps (too few training images?)")
-    return timer.seconds
+    return timer.seconds, timer.threads
 
 
 def bare_steps(task: SegmentationTask, dm: SegmentationDataModule, warmup: int, steps: int, device: str,
@@ -142,7 +154,8 @@ def bare_steps(task: SegmentationTask, dm: SegmentationDataModule, warmup: int, 
     Returns (timed seconds, peak memory MB of the timed steps)."""
     cuda = device.startswith("cuda")
     model = task.model.to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format).train()
-    step_model = torch.compile(model) if compiled else model
+    if compiled and getattr(model, "_compiled_call_impl", None) is None:
+        model.compile()  # in place, as SegmentationTask.configure_model does
     loss_fn = task.loss_fn.to(device)
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], task.phases[0].optimizer)
     t0 = t1 = 0.0
@@ -154,7 +167,7 @@ def bare_steps(task: SegmentationTask, dm: SegmentationDataModule, warmup: int, 
                 x = x.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad(set_to_none=True)
             with autocast(device):
-                loss = loss_fn(step_model(x), y)
+                loss = loss_fn(model(x), y)
             loss.backward()
             optimizer.step()
             if i in (warmup - 1, warmup + steps - 1):

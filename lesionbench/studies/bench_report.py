@@ -63,7 +63,9 @@ def markdown(d: dict[str, Any]) -> str:
     lines += ["## Training throughput: LesionBench (Lightning Trainer) vs a bare PyTorch loop", "",
               "Same model object, loss object, optimiser config, DataModule loader, device and threads; "
               "the Trainer is built by `build_trainer` as `train()` builds it (CSV logger, checkpoint, LR monitor, "
-              "torchmetrics); timed steps exclude warm-up steps and fit set-up/tear-down; the two sides alternate.", ""]
+              "torchmetrics); timed steps exclude warm-up steps and fit set-up/tear-down; the two sides run back to back "
+              "in each repetition, alternating which goes first. img/s: median over repetitions; ratio: median of "
+              "the per-repetition ratios (robust to load that drifts between repetitions).", ""]
     lines += _table(["model", "px", "batch", "warm-up + timed steps × reps", "LesionBench img/s", "bare img/s",
                      "ratio", "train peak MB"],
                     [[k, v["size"], v["batch"], f"{v['warmup_steps']} + {v['timed_steps']} × {v['reps']}",
@@ -91,7 +93,8 @@ def markdown(d: dict[str, Any]) -> str:
     b = st["infer_batches"]
     lines += ["## Inference latency and peak memory (eval mode, median)", "",
               "Peak memory: " + ("CUDA allocator peak" if mc["device"].startswith("cuda") else
-                                 "growth of the process's resident high-water mark during the forward passes"), ""]
+                                 "growth of the process's resident high-water mark over its live memory (after malloc_trim) "
+                                 "during the forward passes"), ""]
     lines += _table(["model", "px", *[f"ms/image b{x}" for x in b], *[f"peak MB b{x}" for x in b]],
                     [[k, v["size"], *[v[f"ms_per_image_b{x}"] for x in b], *[round(v[f"peak_mb_b{x}"]) for x in b]]
                      for k, v in inf.items()])

@@ -27,8 +27,8 @@ class Settings:
     train_size: int = 128
     train_batch: int = 4
     warmup: int = 2
-    steps: int = 4
-    reps: int = 4
+    steps: int = 3
+    reps: int = 6
     loader_sizes: tuple[int, ...] = (128, 224, 256)
     loader_images: int = 16
     loader_batch: int = 8

@@ -56,9 +56,12 @@ class SegmentationTask(L.LightningModule):
 
     # ------------------------------------------------------------------ steps
     def configure_model(self) -> None:
-        """trainer.channels_last: NHWC weights, faster convolutions on tensor-core GPUs."""
+        """trainer.channels_last: NHWC weights, faster convolutions on tensor-core GPUs;
+        trainer.compile: torch.compile in place (Module.compile keeps the state_dict keys)."""
         if self.cfg.trainer.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        if self.cfg.trainer.compile and getattr(self.model, "_compiled_call_impl", None) is None:
+            self.model.compile()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if self.cfg.trainer.channels_last:
