@@ -136,10 +136,10 @@ def render_skin(rng: np.random.Generator, h: int, w: int) -> tuple[Image.Image, 
     img = skin * (0.9 + 0.2 * smooth(rng, rh, rw, 8))[..., None]
     img = np.broadcast_to(img, (rh, rw, 3)).astype(np.float32).copy()
     empty = rng.random() < 0.05
-    r0 = s * rng.choice([rng.uniform(0.05, 0.12), rng.uniform(0.12, 0.28), rng.uniform(0.28, 0.48)], p=[0.2, 0.55, 0.25])
+    r0 = s * rng.choice([rng.uniform(0.07, 0.12), rng.uniform(0.12, 0.28), rng.uniform(0.28, 0.48)], p=[0.15, 0.6, 0.25])
     cy, cx = rh / 2 + rng.uniform(-0.25, 0.25) * rh, rw / 2 + rng.uniform(-0.25, 0.25) * rw
     f = np.full((rh, rw), -1e3, np.float32) if empty else blob_field(rng, rh, rw, r0, cy, cx)
-    contrast = rng.uniform(0.12, 0.3) if rng.random() < 0.2 else rng.uniform(0.35, 1.0)
+    contrast = rng.uniform(0.18, 0.3) if rng.random() < 0.15 else rng.uniform(0.35, 1.0)
     col = skin + contrast * (LESION[rng.integers(len(LESION))] - skin)
     inner = np.clip(f / r0, 0, 1) * rng.uniform(0, 0.35)
     tex = smooth(rng, rh, rw, int(rng.integers(10, 30))) - 0.5

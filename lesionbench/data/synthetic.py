@@ -19,7 +19,7 @@ from PIL import Image
 from lesionbench.data.layouts import LAYOUTS, TASK2_ATTRIBUTES
 from lesionbench.data.render import render_polyp, render_skin
 
-VERSION = 1
+VERSION = 2
 MARKER = ".lesionbench-synthetic.json"
 DEFAULT_COUNTS: dict[str, dict[str, int]] = {
     "isic2016": {"train": 120, "test": 40},

@@ -8,11 +8,8 @@ everything LesionBench adds to a step (Lightning loop, logging, metrics) is meas
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import resource
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +23,7 @@ from lesionbench.models.registry import accepts_option
 from lesionbench.training.callbacks import build_trainer, release_loggers
 from lesionbench.training.losses import build_loss
 from lesionbench.training.optim import build_optimizer
-from lesionbench.training.profile import latency_ms
+from lesionbench.training.profile import latency_ms, peak_memory
 from lesionbench.training.task import SegmentationTask
 
 
@@ -39,54 +36,6 @@ def no_weights(name: str) -> dict[str, str]:
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-
-
-def rss_mb() -> float:
-    """Current resident memory of this process (Linux /proc; ru_maxrss elsewhere)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _trim() -> None:
-    """Give freed heap back to the OS (glibc keeps it), so RSS before a block is its live memory."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-@contextlib.contextmanager
-def peak_memory(device: str) -> Iterator[dict[str, float]]:
-    """Peak memory used inside the block, over what was resident before it: CUDA allocator peak,
-    or on CPU the process's resident high-water mark (reset through /proc/self/clear_refs)."""
-    out: dict[str, float] = {}
-    if device.startswith("cuda"):
-        sync(device)
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        yield out
-        sync(device)
-        out["peak_mb"] = (torch.cuda.max_memory_allocated() - before) / 2**20
-        return
-    _trim()
-    before, hwm = rss_mb(), None
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-        hwm = "VmHWM:"
-    except OSError:
-        pass
-    yield out
-    peak = rss_mb()
-    if hwm:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(hwm):
-                peak = int(line.split()[1]) / 1024
-    out["peak_mb"] = max(peak - before, 0.0)
 
 
 def autocast(device: str) -> contextlib.AbstractContextManager:

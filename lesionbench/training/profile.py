@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import resource
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -48,11 +52,52 @@ def latency_ms(model: nn.Module, image_size: int, batch: int = 1, repeats: int =
     return sorted(times)[len(times) // 2]
 
 
-def peak_memory_mb(device: torch.device | str = "cpu") -> float:
-    """Peak GPU memory allocated, or the process's peak resident memory on CPU."""
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
+def rss_mb() -> float:
+    """Current resident memory of this process (Linux /proc; ru_maxrss elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _trim() -> None:
+    """Give freed heap back to the OS (glibc keeps it), so RSS before a block is its live memory."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+@contextlib.contextmanager
+def peak_memory(device: str) -> Iterator[dict[str, float]]:
+    """Peak memory used inside the block, over what was resident before it: CUDA allocator peak,
+    or on CPU the process's resident high-water mark (reset through /proc/self/clear_refs)."""
+    out: dict[str, float] = {}
+    if device.startswith("cuda"):
+        sync(device)
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        yield out
+        sync(device)
+        out["peak_mb"] = (torch.cuda.max_memory_allocated() - before) / 2**20
+        return
+    _trim()
+    before, hwm = rss_mb(), None
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        hwm = "VmHWM:"
+    except OSError:
+        pass
+    yield out
+    peak = rss_mb()
+    if hwm:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(hwm):
+                peak = int(line.split()[1]) / 1024
+    out["peak_mb"] = max(peak - before, 0.0)
 
 
 def measure_cost(model: nn.Module, image_size: int) -> dict[str, Any]:
@@ -66,7 +111,15 @@ def measure_cost(model: nn.Module, image_size: int) -> dict[str, Any]:
             "params": total, "trainable_params": trainable,
             "flops": count_flops(model, image_size, device),
             "ms_per_image": round(latency_ms(model, image_size, device=device), 3),
-            "peak_mem_mb": round(peak_memory_mb(device), 1),
+            "peak_mem_mb": round(_inference_peak_mb(model, image_size, device), 1),
         }
     finally:
         model.train(was_training)
+
+
+@torch.inference_mode()
+def _inference_peak_mb(model: nn.Module, image_size: int, device: torch.device) -> float:
+    """Memory one batch-1 forward pass needs beyond what is already resident."""
+    with peak_memory(str(device)) as mem:
+        model(torch.zeros(1, 3, image_size, image_size, device=device))
+    return mem["peak_mb"]
