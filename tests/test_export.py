@@ -12,22 +12,15 @@ from torch import nn
 
 from lesionbench.config import ExperimentConfig
 from lesionbench.errors import LesionBenchError
+from runs import fake_run as make_run
 
 
 def fake_run(run_dir: Path, model: dict, size: int) -> Path:
-    """A finished-looking run folder around an untrained task (exports need no training)."""
-    from lesionbench.training.task import SegmentationTask
-    cfg = ExperimentConfig.model_validate({
-        "name": "tiny", "dataset": {"name": "synthetic", "image_size": size}, "model": model,
-        "trainer": {"epochs": 1, "batch_size": 2, "accelerator": "cpu", "devices": 1}})
+    """An untrained run folder (exports need no training)."""
     torch.manual_seed(0)
-    task = SegmentationTask(cfg.model_dump(mode="json"))
-    (run_dir / "checkpoints").mkdir(parents=True)
-    torch.save({"hyper_parameters": {"config": cfg.model_dump(mode="json")}, "state_dict": task.state_dict()},
-               run_dir / "checkpoints" / "best.ckpt")
-    (run_dir / "run.json").write_text(json.dumps({"status": "finished"}))
-    (run_dir / "metrics.json").write_text(json.dumps({"best_checkpoint": "checkpoints/best.ckpt"}))
-    return run_dir
+    return make_run(run_dir, ExperimentConfig.model_validate({
+        "name": "tiny", "dataset": {"name": "synthetic", "image_size": size}, "model": model,
+        "trainer": {"epochs": 1, "batch_size": 2, "accelerator": "cpu", "devices": 1}}))
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from PIL import Image
 
 from lesionbench.config import ExperimentConfig
 from lesionbench.errors import LesionBenchError
+from runs import fake_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -21,18 +22,6 @@ def _cfg(model: dict, size: int = 32, epochs: int = 1) -> ExperimentConfig:
         "name": "tiny", "dataset": {"name": "synthetic", "image_size": size, "augmentation": "basic"},
         "model": model, "trainer": {"epochs": epochs, "batch_size": 4, "accelerator": "cpu", "devices": 1},
     })
-
-
-def fake_run(run_dir: Path, cfg: ExperimentConfig) -> Path:
-    """A finished-looking run folder around an untrained task (no training: fast)."""
-    from lesionbench.training.task import SegmentationTask
-    task = SegmentationTask(cfg.model_dump(mode="json"))
-    (run_dir / "checkpoints").mkdir(parents=True)
-    torch.save({"hyper_parameters": {"config": cfg.model_dump(mode="json")}, "state_dict": task.state_dict()},
-               run_dir / "checkpoints" / "best.ckpt")
-    (run_dir / "run.json").write_text(json.dumps({"status": "finished"}))
-    (run_dir / "metrics.json").write_text(json.dumps({"best_checkpoint": "checkpoints/best.ckpt"}))
-    return run_dir
 
 
 @pytest.fixture(scope="module")

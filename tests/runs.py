@@ -1,0 +1,23 @@
+"""A finished-looking run folder around an untrained task: for tests of what reads run folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from lesionbench.config import ExperimentConfig
+
+
+def fake_run(run_dir: Path, cfg: ExperimentConfig) -> Path:
+    """Checkpoint + run.json + metrics.json, as train() leaves them, without training (fast)."""
+    from lesionbench.training.task import SegmentationTask
+
+    task = SegmentationTask(cfg.model_dump(mode="json"))
+    (run_dir / "checkpoints").mkdir(parents=True)
+    torch.save({"hyper_parameters": {"config": cfg.model_dump(mode="json")}, "state_dict": task.state_dict()},
+               run_dir / "checkpoints" / "best.ckpt")
+    (run_dir / "run.json").write_text(json.dumps({"status": "finished"}))
+    (run_dir / "metrics.json").write_text(json.dumps({"best_checkpoint": "checkpoints/best.ckpt"}))
+    return run_dir
