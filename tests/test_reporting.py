@@ -231,3 +231,17 @@ def test_single_seed_without_per_image_csv_degrades_gracefully(tmp_path):
     assert row[11] == "—" and row[15] == "10.0 min"  # train time falls back to run.json
     assert "| published | seed 002 ResNet-50 U-Net | dice | not reported |" in md
     assert "per_image.csv missing" in md and "'cost' is not a dict" in md
+
+
+def test_task2_per_attribute_table_means_over_seeds(tmp_path):
+    suite = tmp_path / "t2"
+    for seed, (j, d) in enumerate([(0.2, 0.3), (0.4, 0.5)]):
+        make_run(suite, "isic2018-task2", "good", seed)
+        path = suite / f"isic2018-task2-good-s{seed}" / "metrics.json"
+        m = json.loads(path.read_text())
+        m["challenge"]["per_attribute"] = {"globules": {"jaccard": j, "dice": d},
+                                           "streaks": {"jaccard": j / 2, "dice": d / 2}}
+        path.write_text(json.dumps(m))
+    md = write_leaderboard(suite, make_plots=False).read_text()
+    assert "| Model | globules | streaks |" in md
+    assert "| `good` | 0.3000 / 0.4000 | 0.1500 / 0.2000 |" in md

@@ -182,6 +182,31 @@ def _references(dataset: str, entries: list[Entry]) -> list[str]:
             + table(rows, ["", "Source", "Metric", "Value", "Definition", "Split / note"]) + [""])
 
 
+def _per_attribute(entries: list[Entry]) -> list[str]:
+    """Multi-label datasets (ISIC 2018 Task 2): pooled Jaccard / Dice per attribute (the 2019 scorer)."""
+    names: list[str] = []
+    values: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for e in entries:
+        for r in e.runs:
+            per = (r.metrics.get("challenge") or {}).get("per_attribute") or {}
+            for attr, v in per.items():
+                if isinstance(v, dict) and "jaccard" in v and "dice" in v:
+                    names += [attr] if attr not in names else []
+                    values.setdefault(e.experiment, {}).setdefault(attr, []).append((v["jaccard"], v["dice"]))
+    if not values:
+        return []
+    rows = []
+    for e in entries:
+        cells = []
+        for attr in names:
+            pairs = values.get(e.experiment, {}).get(attr)
+            cells.append(MISSING if not pairs else
+                         f"{np.mean([p[0] for p in pairs]):.4f} / {np.mean([p[1] for p in pairs]):.4f}")
+        rows.append([f"`{esc(e.experiment)}`", *cells])
+    return (["Per attribute: pooled Jaccard / Dice (each image's counts divided by its pixel count, "
+             "then summed; mean over seeds):", ""] + table(rows, ["Model", *names]) + [""])
+
+
 def _dataset_section(dataset: str, runs: list[RunRecord], suite: Path, notes: list[str], make_plots: bool) -> list[str]:
     by_exp: dict[str, list[RunRecord]] = defaultdict(list)
     for r in runs:
@@ -190,7 +215,7 @@ def _dataset_section(dataset: str, runs: list[RunRecord], suite: Path, notes: li
     k = _rank(entries)
     challenge = next((r.metrics["challenge"] for r in runs if isinstance(r.metrics.get("challenge"), dict)), {})
     header = ["Rank", "Model", "Seeds", "Dice", "Dice 95% CI"] + [n for _, n in METRICS[1:]] + [
-        f"Challenge ({challenge.get('metric', MISSING)})", "Published", "Params (M)", "FLOPs (G)", "ms/image",
+        f"Challenge ({challenge.get('metric', MISSING)})", "Published", "Params (M)", "GMACs", "ms/image",
         "Peak mem (MB)", "Train time", "vs best"]
     out = [f"## Dataset `{dataset}`", ""]
     if dataset in NOT_COMPARABLE:
@@ -201,7 +226,8 @@ def _dataset_section(dataset: str, runs: list[RunRecord], suite: Path, notes: li
             f"of the mean per-image Dice over the test images, each image's Dice averaged across seeds. "
             f"vs best: two-sided Wilcoxon signed-rank test on per-image Dice paired by image id against rank 1, "
             f"Holm-corrected over {k} comparison(s); ≈ best = not significant at {ALPHA}, * = significantly worse. "
-            f"Challenge: {challenge.get('definition', MISSING)}. Costs are means over seeds; FLOPs at the recipe's resolution.", ""]
+            f"Challenge: {challenge.get('definition', MISSING)}. Costs are means over seeds; GMACs = multiply-accumulates of one forward pass (fvcore) at the recipe's resolution.", ""]
+    out += _per_attribute(entries)
     out += _references(dataset, entries)
     if make_plots:
         out += _plots(dataset, entries, suite, notes)
