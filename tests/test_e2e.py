@@ -57,6 +57,10 @@ def test_one_run_writes_folder_and_leaderboard(synthetic_env: Path, tmp_path: Pa
     assert mean == pytest.approx(metrics["per_image"]["dice"], abs=1e-6)
     assert is_finished(run_dir, cfg) and not is_finished(run_dir, tiny(trainer={"seed": 1}))
     assert result.status == "finished"
+    ckpt = run_dir / metrics["best_checkpoint"]
+    ckpt.rename(ckpt.with_suffix(".moved"))  # results copied without weights are re-made, not skipped
+    assert not is_finished(run_dir, cfg)
+    ckpt.with_suffix(".moved").rename(ckpt)
     board = write_leaderboard(run_dir.parent).read_text()
     assert "tiny" in board and "synthetic" in board
 

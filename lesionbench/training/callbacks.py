@@ -65,7 +65,10 @@ def run_loggers(cfg: ExperimentConfig, run_dir: Path) -> list[Logger]:
     key = run_dir.resolve()
     if key not in _LOGGERS:
         metrics = run_dir / "logs" / "metrics.csv"
-        if metrics.is_file():  # a resumed run: keep the earlier epochs (CSVLogger would delete them)
+        resuming = any((run_dir / "checkpoints").glob("*/last.ckpt"))
+        if metrics.is_file() and not resuming:  # a fresh start over an old folder: its old log goes
+            metrics.unlink()
+        elif metrics.is_file():  # a resumed run: keep the earlier epochs (CSVLogger would delete them)
             n = len(list(metrics.parent.glob("metrics.before-*.csv")))
             metrics.rename(metrics.parent / f"metrics.before-{n}.csv")
         _LOGGERS[key] = [CSVLogger(save_dir=run_dir, name="logs", version=""), *build_loggers(cfg, run_dir)]

@@ -36,13 +36,15 @@ class RunResult:
 
 
 def is_finished(run_dir: Path, cfg: ExperimentConfig) -> bool:
-    """A run is done when its metrics.json exists and was made from this exact config."""
+    """A run is done when its metrics.json exists, was made from this exact config, and its best
+    checkpoint is still there (a copied-in result without weights is re-made, e.g. the committed demo)."""
     try:
         info = read_json(run_dir / "run.json")
     except (OSError, ValueError):
         return False
+    best = info.get("best_checkpoint")
     return (run_dir / "metrics.json").is_file() and info.get("status") == "finished" \
-        and info.get("config_hash") == cfg.config_hash()
+        and info.get("config_hash") == cfg.config_hash() and bool(best) and (run_dir / best).is_file()
 
 
 def _now() -> str:
