@@ -364,7 +364,7 @@ def data_verify(
 
     report = verify(name, resolve_root(name, str(root) if root else None))
     for line in report.lines():
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     if not report.ok:
         raise typer.Exit(1)
 
