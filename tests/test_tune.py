@@ -202,3 +202,20 @@ def test_two_workers_share_one_postgresql_study(synthetic_env: Path, tmp_path: P
     _two_workers(tmp_path, synthetic_env, "--storage", postgres_url)
     _assert_grid_once(postgres_url, tmp_path / "r" / "s")
     assert not (tmp_path / "r" / "s" / "study.db").exists()
+
+
+def test_unstamped_running_trial_of_a_killed_worker_is_reaped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed between asking for a trial and stamping it leaves an orphan: it is failed."""
+    from lesionbench.studies import tune_support
+
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    stamped, orphan = study.ask(), study.ask()
+    stamped.set_user_attr("worker", tune_support.worker_id())  # this (live) process
+    assert tune_support.unstamped_running(study)
+    tune_support.reap_dead(study)
+    assert {t.state for t in study.get_trials()} == {TrialState.RUNNING}, "young orphans get a grace period"
+    monkeypatch.setattr(tune_support, "ORPHAN_GRACE_S", 0.0)
+    tune_support.reap_dead(study)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {stamped.number: TrialState.RUNNING, orphan.number: TrialState.FAIL}
+    assert "killed before stamping" in study.get_trials()[orphan.number].user_attrs["fail_reason"]

@@ -24,7 +24,7 @@ from lesionbench.io import atomic_write_json, atomic_write_text, read_json
 from lesionbench.studies.suite import experiments_dir, make_config, suite_dir_name
 from lesionbench.studies.tune_support import (
     EpochPruning, build_storage, duplicate_of, grid_coverage, grid_has_work, grid_size, grid_space, reap_dead,
-    requeue_failed, save_plots, set_dotted, worker_id,
+    requeue_failed, save_plots, set_dotted, unstamped_running, worker_id, ORPHAN_GRACE_S,
 )
 
 @dataclass
@@ -181,6 +181,12 @@ def run_study(experiment: str | Path, opts: TuneOptions,
         if space is not None:
             requeue_failed(study, space, start)
             if not grid_has_work(study, space):
+                if unstamped_running(study):  # maybe an orphan of a killed worker: reap it after the grace
+                    time.sleep(ORPHAN_GRACE_S)
+                    reap_dead(study)
+                    requeue_failed(study, space, start)
+                    if grid_has_work(study, space):
+                        continue
                 break
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
         done += 1

@@ -6,6 +6,7 @@ import itertools
 import os
 import socket
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -166,13 +167,32 @@ def _grid_id(t: FrozenTrial, space: dict[str, list[Any]]) -> int | None:
     return t.system_attrs.get("grid_id") if t.system_attrs.get("search_space") == space else None
 
 
+#: A live worker stamps its trial within milliseconds of asking for it; an unstamped RUNNING
+#: trial older than this was asked for by a worker killed in between.
+ORPHAN_GRACE_S = 3.0
+
+
+def _orphan(t: FrozenTrial) -> bool:
+    start = t.datetime_start
+    return "worker" not in t.user_attrs and start is not None and \
+        (datetime.now(start.tzinfo) - start).total_seconds() > ORPHAN_GRACE_S
+
+
+def unstamped_running(study: optuna.Study) -> bool:
+    """Whether a RUNNING trial carries no worker stamp yet (just asked for, or orphaned)."""
+    return any("worker" not in t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
 def reap_dead(study: optuna.Study) -> None:
-    """Fail RUNNING trials whose worker process on this host is gone (killed, crashed)."""
+    """Fail RUNNING trials whose worker process on this host is gone (killed, crashed), and
+    trials no worker ever stamped (killed between asking for the trial and stamping it)."""
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         who = str(t.user_attrs.get("worker", ""))
         name, _, pid = who.rpartition(":")
-        if name == host and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        dead = name == host and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid))
+        if dead or _orphan(t):
+            who = who or "unknown (killed before stamping its trial)"
             try:
                 study._storage.set_trial_user_attr(t._trial_id, "fail_reason", f"worker {who} died mid-trial")
                 study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
