@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,16 @@ from lesionbench.config import ExperimentConfig
 from lesionbench.io import read_json
 from lesionbench.training.loggers import finish_wandb, run_name
 from lesionbench.training.run import train
+
+
+def _wait_for_history(path: Path, key: str, seconds: float = 20.0) -> list[dict[str, Any]]:
+    """History rows once ``key`` is among them: wandb's service process flushes the file on its own time."""
+    deadline = time.monotonic() + seconds
+    while True:
+        rows = _records(path, "history")
+        if any(key in h for h in rows) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.5)
 
 
 def _records(path: Path, kind: str) -> list[dict[str, Any]]:
@@ -61,7 +72,7 @@ def test_offline_wandb_run_writes_metrics_tables_and_images(synthetic_env: Path,
     assert f"wandb sync {offline}" in out and out.count("wandb sync") == 1
     assert list(offline.glob("run-*.wandb")), "the offline run log to sync later"
     files = offline / "files"
-    history = _records(next(offline.glob("run-*.wandb")), "history")
+    history = _wait_for_history(next(offline.glob("run-*.wandb")), "test/predictions/count")
     val = [(int(h["epoch"]), h["val/dice"]) for h in history if "val/dice" in h]
     with open(run_dir / "logs" / "metrics.csv") as fh:  # the same per-epoch numbers as the CSV log
         rows = [r for r in csv.DictReader(fh) if r["val/dice"]]

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 from lesionbench.reporting import plots
 from lesionbench.reporting.markdown import MISSING, duration, esc, mean_of, param, pm, table
-from lesionbench.reporting.runs import RunRecord, atomic_write_text, collect_runs, error_line
+from lesionbench.io import atomic_write_text
+from lesionbench.reporting.runs import RunRecord, collect_runs, error_line
 from lesionbench.reporting.stats import CI_METHOD, bootstrap_ci, holm, mean_std, wilcoxon_p
 
 __all__ = ["REFERENCES", "RunRecord", "collect_runs", "write_leaderboard", "write_trials_table"]

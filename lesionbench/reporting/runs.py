@@ -7,7 +7,6 @@ status "broken" and a one-line error instead of an exception.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,16 +41,6 @@ class RunRecord:
     @property
     def ok(self) -> bool:
         return self.status == "finished"
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write via a temporary file + os.replace so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def error_line(text: Any, limit: int = 300) -> str:
