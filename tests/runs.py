@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import torch
@@ -21,3 +22,17 @@ def fake_run(run_dir: Path, cfg: ExperimentConfig) -> Path:
     (run_dir / "run.json").write_text(json.dumps({"status": "finished"}))
     (run_dir / "metrics.json").write_text(json.dumps({"best_checkpoint": "checkpoints/best.ckpt"}))
     return run_dir
+
+
+def kill_once_written(proc: subprocess.Popen, folder: Path, pattern: str, timeout: float = 240) -> None:
+    """Wait (while the process lives) until a file matching ``pattern`` appears, then SIGKILL its group."""
+    import os
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and not list(folder.glob(pattern)):
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else "process ended early"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -5,12 +5,10 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -22,6 +20,7 @@ from lesionbench.config import load_config
 from lesionbench.io import read_json
 from lesionbench.studies.tune import TuneOptions, run_study
 from lesionbench.studies.tune_support import build_storage
+from runs import kill_once_written
 
 SEED002 = Path(__file__).parents[1] / "experiments" / "kvasir_resnet50_unet.yaml"
 TINY = ["model={name: unet, options: {base_channels: 8}}", "dataset.image_size=32", "trainer.accelerator=cpu",
@@ -126,12 +125,7 @@ def _two_workers(tmp_path: Path, synthetic_env: Path, *extra: str) -> None:
 def test_kill_mid_study_then_resume_keeps_finished_trials(synthetic_env: Path, tmp_path: Path) -> None:
     study_dir, storage = tmp_path / "r" / "s", f"sqlite:///{tmp_path / 'r' / 's' / 'study.db'}"
     proc = _tune(tmp_path, synthetic_env)
-    deadline = time.time() + 200
-    while time.time() < deadline and not list(study_dir.glob("trial-*/metrics.json")):
-        assert proc.poll() is None, proc.stdout.read()
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_once_written(proc, study_dir, "trial-*/metrics.json", timeout=200)
     before = {t.number: (t.params, t.value) for t in optuna.load_study(study_name="s", storage=storage).get_trials()
               if t.state == TrialState.COMPLETE}
     assert 1 <= len(before) < 4

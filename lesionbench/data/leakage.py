@@ -28,11 +28,8 @@ class Leak:
 
 
 def _digest(path: Path) -> str:
-    h = hashlib.sha1()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha1").hexdigest()
 
 
 def find_leaks(train_samples: list[Sample], eval_samples: list[Sample]) -> list[Leak]:

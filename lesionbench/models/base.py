@@ -100,26 +100,25 @@ def _resolve(model: SegmentationModel, names: Iterable[str] | str) -> list[nn.Mo
     return [stages[n] for n in names]
 
 
-def freeze(model: SegmentationModel, names: Iterable[str] | str) -> None:
-    """Stop gradients in the named stages and keep their BatchNorm layers in eval mode."""
+def _set_trainable(model: SegmentationModel, names: Iterable[str] | str, trainable: bool) -> None:
+    """Gradients on or off in the named stages; BatchNorm of frozen stages stays in eval mode."""
     for stage in _resolve(model, names):
         for p in stage.parameters():
-            p.requires_grad_(False)
+            p.requires_grad_(trainable)
         for m in stage.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m._lb_frozen = True
-                m.eval()
+                m._lb_frozen = not trainable
+                m.train(model.training and trainable)
+
+
+def freeze(model: SegmentationModel, names: Iterable[str] | str) -> None:
+    """Stop gradients in the named stages and keep their BatchNorm layers in eval mode."""
+    _set_trainable(model, names, False)
 
 
 def unfreeze(model: SegmentationModel, names: Iterable[str] | str) -> None:
     """Undo ``freeze`` for the named stages (e.g. ``encoder.conv5`` after freezing ``encoder``)."""
-    for stage in _resolve(model, names):
-        for p in stage.parameters():
-            p.requires_grad_(True)
-        for m in stage.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m._lb_frozen = False
-                m.train(model.training)
+    _set_trainable(model, names, True)
 
 
 def count_params(model: nn.Module, trainable: bool | None = None) -> int:

@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from lesionbench.config import ExperimentConfig
 from lesionbench.data import SegmentationDataModule
 from lesionbench.io import atomic_write_csv, atomic_write_json, atomic_write_text, read_json
-from lesionbench.training.callbacks import build_trainer, merge_csv_logs
+from lesionbench.training.callbacks import build_trainer, merge_csv_logs, release_loggers
 from lesionbench.training.metrics import summarize
 from lesionbench.training.profile import measure_cost
 from lesionbench.training.provenance import provenance
@@ -57,6 +57,23 @@ def train(
     suite: str = "adhoc",
     callbacks: list[Callback] | None = None,
     progress: bool = True,
+) -> RunResult:
+    """Fit every phase, restore the best weights, test them, write the run folder (see _train).
+
+    The run's loggers are shared by its phases and dropped when it ends, finished or not.
+    """
+    try:
+        return _train(cfg, Path(run_dir), suite, callbacks, progress)
+    finally:
+        release_loggers(Path(run_dir))
+
+
+def _train(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    suite: str,
+    callbacks: list[Callback] | None,
+    progress: bool,
 ) -> RunResult:
     """Fit every phase, restore the best weights, test them, write the run folder.
 
