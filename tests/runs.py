@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -24,14 +25,14 @@ def fake_run(run_dir: Path, cfg: ExperimentConfig) -> Path:
     return run_dir
 
 
-def kill_once_written(proc: subprocess.Popen, folder: Path, pattern: str, timeout: float = 240) -> None:
-    """Wait (while the process lives) until a file matching ``pattern`` appears, then SIGKILL its group."""
+def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 240) -> None:
+    """Wait (while the process lives) until ``ready()`` holds, then SIGKILL its process group."""
     import os
     import signal
     import time
 
     deadline = time.time() + timeout
-    while time.time() < deadline and not list(folder.glob(pattern)):
+    while time.time() < deadline and not ready():
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else "process ended early"
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)

@@ -15,7 +15,7 @@ import torch
 from lesionbench.config import ExperimentConfig
 from lesionbench.io import read_json
 from lesionbench.training.run import is_finished, train
-from runs import kill_once_written
+from runs import kill_when
 
 TINY_MODEL = {"name": "unet", "options": {"base_channels": 8}}
 
@@ -143,7 +143,7 @@ def test_suite_survives_kill_and_skips_finished(synthetic_env: Path, tmp_path: P
     env, out = _env(synthetic_env, tmp_path), tmp_path / "results"
     proc = _cli("run", "--suite", str(suite), "--synthetic", "--out", str(out), env=env, cwd=tmp_path)
     suite_dir = out / "mini+synthetic"
-    kill_once_written(proc, suite_dir, "*/metrics.json")
+    kill_when(proc, lambda: bool(list(suite_dir.glob("*/metrics.json"))))
     first = list(suite_dir.glob("*/metrics.json"))
     assert len(first) == 1, "killed after the first run finished"
     stamp = first[0].stat().st_mtime_ns

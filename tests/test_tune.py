@@ -20,7 +20,7 @@ from lesionbench.config import load_config
 from lesionbench.io import read_json
 from lesionbench.studies.tune import TuneOptions, run_study
 from lesionbench.studies.tune_support import build_storage
-from runs import kill_once_written
+from runs import kill_when
 
 SEED002 = Path(__file__).parents[1] / "experiments" / "kvasir_resnet50_unet.yaml"
 TINY = ["model={name: unet, options: {base_channels: 8}}", "dataset.image_size=32", "trainer.accelerator=cpu",
@@ -121,11 +121,22 @@ def _two_workers(tmp_path: Path, synthetic_env: Path, *extra: str) -> None:
         assert p.returncode == 0, out
 
 
+def _completed(storage: str) -> bool:
+    """Whether the study already holds a told (COMPLETE) trial; False while it is being created."""
+    if not Path(storage.removeprefix("sqlite:///")).is_file():
+        return False
+    try:
+        study = optuna.load_study(study_name="s", storage=storage)
+    except Exception:  # noqa: BLE001 - not created yet, or the worker holds the lock: ask again
+        return False
+    return any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+
+
 @pytest.mark.slow
 def test_kill_mid_study_then_resume_keeps_finished_trials(synthetic_env: Path, tmp_path: Path) -> None:
     study_dir, storage = tmp_path / "r" / "s", f"sqlite:///{tmp_path / 'r' / 's' / 'study.db'}"
     proc = _tune(tmp_path, synthetic_env)
-    kill_once_written(proc, study_dir, "trial-*/metrics.json", timeout=200)
+    kill_when(proc, lambda: _completed(storage), timeout=200)  # a told trial, not just its files
     before = {t.number: (t.params, t.value) for t in optuna.load_study(study_name="s", storage=storage).get_trials()
               if t.state == TrialState.COMPLETE}
     assert 1 <= len(before) < 4
