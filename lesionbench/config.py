@@ -86,7 +86,7 @@ class SchedulerConfig(_Strict):
 
 class EarlyStoppingConfig(_Strict):
     patience: int = Field(12, ge=1)
-    monitor: str = "val/dice"
+    monitor: str = Field("val/primary", description="Logged validation metric; val/primary = the dataset's ranking metric")
     mode: Literal["min", "max"] = "max"
     min_delta: float = 0.0
 
@@ -146,7 +146,7 @@ class TuneConfig(_Strict):
     sampler: Literal["grid", "tpe", "random"] = "tpe"
     pruner: Literal["none", "median", "hyperband"] = "none"
     n_trials: int | None = Field(None, ge=1)
-    metric: str = "val/dice"
+    metric: str = Field("val/primary", description="Must be what checkpoints select on (val/primary by default)")
     direction: Literal["maximize", "minimize"] = "maximize"
     params: list[SearchParam] = Field(default_factory=list)
 

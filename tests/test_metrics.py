@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from lesionbench.errors import LesionBenchError
+from lesionbench.training.boundary import boundary_distances, image_boundary
+from lesionbench.training.challenge import PRIMARY, ValPrimary, primary_metric
 from lesionbench.training.metrics import (PerImageStats, ValDice, image_stats, per_image_metrics,
-                                          resize_logits_to, summarize)
+                                          resize_logits_to, stats_from_rows, summarize)
 
 
 def np_counts(p: np.ndarray, t: np.ndarray) -> tuple[int, int, int, int]:
@@ -63,7 +68,9 @@ def test_summarize_matches_numpy_per_image_and_pooled(masks: tuple[np.ndarray, n
     assert per_image_metrics(stats)["precision"][2, 1] == 1.0  # empty prediction: precision freebie
     assert per_image_metrics(stats)["recall"][3, 0] == 1.0  # empty truth: recall freebie
     assert list(rows[0]) == ["id", "dice", "iou", "precision", "recall", "specificity", "accuracy",
-                             "x_dice", "x_iou", "y_dice", "y_iou"]
+                             "x_dice", "x_iou", "y_dice", "y_iou",  # + each channel's counts (the pooled metrics)
+                             "x_tp", "x_fp", "x_fn", "x_tn", "y_tp", "y_fp", "y_fn", "y_tn"]
+    assert torch.equal(stats_from_rows(pd.DataFrame(rows), ["x", "y"]), stats)
     assert metrics["challenge"]["value"] == pytest.approx(metrics["per_image"]["iou"], abs=1e-12)
 
 
@@ -145,3 +152,61 @@ def test_resize_logits_to() -> None:
     assert resize_logits_to(x, (2, 2)) is x
     y = resize_logits_to(x, (4, 6))
     assert y.shape == (1, 1, 4, 6) and y[0, 0, 0, 0].item() == 0.0 and y[0, 0, -1, -1].item() == 3.0
+
+
+def test_each_dataset_declares_the_organisers_metric() -> None:
+    want = {"isic2016": "jaccard", "isic2017": "jaccard", "isic2018": "thresholded_jaccard",
+            "isic2018-task2": "jaccard_pooled_normalised", "kvasir-seg": "dice", "synthetic": "thresholded_jaccard"}
+    assert {d: primary_metric(d).name for d in want} == want
+    assert PRIMARY["jaccard_pooled_normalised"].pooled and not PRIMARY["dice"].pooled
+
+
+def test_val_primary_on_task2_scores_a_blank_model_zero() -> None:
+    """Per-image Dice calls an empty-vs-empty attribute perfect; the pooled Jaccard does not reward silence."""
+    target = torch.zeros(4, 5, 8, 8, dtype=torch.bool)
+    target[:, 0, 2:6, 2:6] = True  # one attribute present per image, four absent
+    blank, half = torch.zeros_like(target), target.clone()
+    half[:, 0, 2:4] = False  # finds half of each lesion (8 px, misses 8)
+    half[:, 1, 0, :4] = True  # and marks 4 px of an absent attribute
+    scores = {}
+    for name, pred in [("blank", blank), ("half", half)]:
+        m = ValPrimary("isic2018-task2")
+        m.update(image_stats(pred[:2], target[:2]))
+        m.update(image_stats(pred[2:], target[2:]))
+        scores[name] = m.compute().item()
+        dice = ValDice()
+        dice.update(pred, target)
+        scores[name + "_dice"] = dice.compute().item()
+    assert scores["blank"] == 0.0 and scores["half"] == pytest.approx(8 / (8 + 8 + 4))
+    assert scores["blank_dice"] == pytest.approx(0.8) and scores["half_dice"] < 0.8  # why Dice ranked it first
+
+
+def test_boundary_distances_on_hand_made_masks() -> None:
+    def mask(*pixels: tuple[int, int], shape: tuple[int, int] = (6, 12)) -> torch.Tensor:
+        m = torch.zeros(shape, dtype=torch.bool)
+        for r, c in pixels:
+            m[r, c] = True
+        return m
+    assert boundary_distances(mask((0, 0)), mask((3, 4))) == (5.0, 5.0)  # one pixel each, 3-4-5 apart
+    line_a, line_b = torch.zeros(8, 10, dtype=torch.bool), torch.zeros(8, 10, dtype=torch.bool)
+    line_a[2], line_b[6] = True, True
+    assert boundary_distances(line_a, line_b) == (4.0, 4.0)
+    # prediction (0,0) and (0,10); truth (0,0): directed distances [0, 10] and [0]
+    hd95, assd = boundary_distances(mask((0, 0), (0, 10)), mask((0, 0)))
+    assert hd95 == pytest.approx(9.5) and assd == pytest.approx(10 / 3)
+    square = torch.zeros(20, 20, dtype=torch.bool)
+    square[5:15, 5:15] = True
+    assert boundary_distances(square, square) == (0.0, 0.0)
+    assert boundary_distances(mask(), mask()) == (0.0, 0.0)  # both empty
+    assert boundary_distances(mask((1, 1)), mask()) == (math.hypot(6, 12),) * 2  # one empty: the diagonal
+    both = image_boundary(torch.stack([mask((0, 0))[None], mask()[None]]), torch.stack([mask((3, 4))[None]] * 2))
+    assert both.shape == (2, 1, 2) and both[0, 0].tolist() == [5.0, 5.0] and both[1, 0, 0] == math.hypot(6, 12)
+
+
+def test_summarize_reports_boundary_metrics() -> None:
+    stats = stats_of((1, 1, 0, 2), (3, 0, 1, 0))
+    boundary = torch.tensor([[[2.0, 1.0]], [[4.0, 3.0]]], dtype=torch.float64)
+    metrics, rows = summarize(stats, ["a", "b"], "kvasir-seg", ["polyp"], boundary=boundary)
+    assert metrics["per_image"]["hd95"] == 3.0 and metrics["per_image"]["assd"] == 2.0
+    assert metrics["per_class"]["polyp"]["hd95"] == 3.0
+    assert rows[1]["hd95"] == 4.0 and rows[1]["assd"] == 3.0 and rows[1]["tp"] == 3 and rows[1]["fn"] == 1

@@ -36,6 +36,7 @@ class Layout:
     mask_exts: tuple[str, ...] = (".png",)
     class_names: tuple[str, ...] = ("lesion",)
     mask_threshold: int = 0  # binarise as value > threshold (JPEG masks need 127)
+    primary_metric: str = "jaccard"  # what the organisers rank by (training/challenge.py defines each)
     subdir: str = ""  # folder name under $LESIONBENCH_DATA / the synthetic root
     source: str = ISIC_URL
     notes: str = ""
@@ -63,6 +64,8 @@ def _isic18(gt: str, suffixes: tuple[str, ...], names: tuple[str, ...], name: st
     v3 = gt == "Task2"  # ISIC2018_Task2_Training_GroundTruth_v3.zip is the only training release
     return Layout(
         name=name, subdir="isic2018", mask_suffixes=suffixes, class_names=names,
+        # Task 1 ranks the thresholded Jaccard; Task 2 the Jaccard pooled over images and attributes
+        primary_metric="jaccard_pooled_normalised" if gt == "Task2" else "thresholded_jaccard",
         splits={
             "train": SplitSpec(("ISIC2018_Task1-2_Training_Input",), (tr + "_v3",) if v3 else (tr,), 2594),
             "val": SplitSpec(("ISIC2018_Task1-2_Validation_Input",), (va, va + "_v3"), 100),
@@ -101,11 +104,13 @@ LAYOUTS: dict[str, Layout] = {
     "kvasir-seg": Layout(
         name="kvasir-seg", subdir="kvasir-seg", mask_suffixes=("",), mask_exts=(".jpg", ".jpeg", ".png"),
         class_names=("polyp",), mask_threshold=127, source="https://datasets.simula.no/kvasir-seg/",
+        primary_metric="dice",  # what the polyp papers report (the dataset has no challenge)
         splits={"all": SplitSpec(("Kvasir-SEG/images",), ("Kvasir-SEG/masks",), 1000)},
         notes="JPEG masks: binarised as value > 127; images vary in size",
     ),
 }
-# The embedded default: the ISIC 2018 Task 1 layout, written by `lesionbench data synth`.
+# The embedded default: the ISIC 2018 Task 1 layout, written by `lesionbench data synth`. It is ranked
+# like the archive it replicates (thresholded Jaccard), so the demo and CI exercise that path too.
 LAYOUTS["synthetic"] = replace(LAYOUTS["isic2018"], name="synthetic", source="`lesionbench data synth`")
 
 

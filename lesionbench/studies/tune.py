@@ -69,8 +69,12 @@ def load_experiment(path: str | Path, opts: TuneOptions) -> tuple[dict[str, Any]
     cfg = make_config(copy.deepcopy(data), str(path), [], opts.quick, opts.synthetic)  # make_config edits in place
     if cfg.tune is None or not cfg.tune.params:
         raise ConfigError(f"{path}: no `tune.params` to search (see experiments/kvasir_resnet50_unet.yaml)")
-    if cfg.tune.metric != "val/dice":
-        raise ConfigError(f"{path}: tune.metric: only 'val/dice' is supported (train() keeps the best val/dice epoch)")
+    from lesionbench.training.task import selection_monitor
+
+    monitor = selection_monitor(cfg, cfg.resolved_phases()[-1])[0]
+    if cfg.tune.metric != monitor:  # train() keeps the best epoch of what checkpoints select on
+        raise ConfigError(f"{path}: tune.metric {cfg.tune.metric!r} differs from early_stopping.monitor "
+                          f"{monitor!r}; set both to one validation metric (default val/primary)")
     for p in cfg.tune.params:
         _check_param(p, data, str(path))
     return data, cfg, cfg.tune
@@ -154,7 +158,7 @@ def run_study(experiment: str | Path, opts: TuneOptions,
         cfg = trial_config(data, params, source, opts.quick, opts.synthetic)
         run_dir = study_dir / f"trial-{trial.number}"
         trial.set_user_attr("run_dir", str(run_dir))
-        callbacks = [EpochPruning(trial, "val/dice")] if pruner_name != "none" or pruner is not None else []
+        callbacks = [EpochPruning(trial, tcfg.metric)] if pruner_name != "none" or pruner is not None else []
         try:
             result = train(cfg, run_dir, suite=name, callbacks=callbacks, progress=opts.progress)
         except optuna.TrialPruned as err:

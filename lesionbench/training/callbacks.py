@@ -11,8 +11,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 
 from lesionbench.config import ExperimentConfig, PhaseConfig
 from lesionbench.training.loggers import build_loggers, test_callbacks
-
-MONITOR = "val/dice"
+from lesionbench.training.task import selection_monitor
 
 
 def build_trainer(
@@ -23,9 +22,10 @@ def build_trainer(
     extra: list[Callback],
     progress: bool = True,
 ) -> tuple[L.Trainer, ModelCheckpoint]:
-    """One Trainer per phase: checkpoint on validation Dice, optional early stopping."""
+    """One Trainer per phase: checkpoint on the recipe's validation metric, optional early stopping."""
+    monitor, mode = selection_monitor(cfg, phase)
     ckpt = ModelCheckpoint(
-        dirpath=phase_dir, filename="best", monitor=MONITOR, mode="max", save_top_k=1, save_last=True,
+        dirpath=phase_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1, save_last=True,
         auto_insert_metric_name=False, enable_version_counter=False,
     )
     callbacks: list[Callback] = [ckpt, LearningRateMonitor(logging_interval="epoch"), *extra, *test_callbacks(cfg)]

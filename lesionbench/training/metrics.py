@@ -22,6 +22,7 @@ from torchmetrics.functional.classification import multilabel_stat_scores
 from torchmetrics.utilities import dim_zero_cat
 
 from lesionbench.errors import LesionBenchError
+from lesionbench.training.boundary import BOUNDARY_NAMES
 
 STAT_NAMES = ("tp", "fp", "fn", "tn")
 METRIC_NAMES = ("dice", "iou", "precision", "recall", "specificity", "accuracy")
@@ -84,52 +85,18 @@ def _means(stats: Tensor) -> dict[str, float]:
     return out
 
 
-_DEFINITIONS = {
-    "jaccard": "mean over test images of the per-image Jaccard TP/(TP+FP+FN) at ground-truth size (ISIC 2016/2017 Task 1)",
-    "thresholded_jaccard": "mean over test images of the per-image Jaccard, counted 0 when below 0.65 (ISIC 2018 Task 1)",
-    "dice": "mean over test images of the per-image Dice 2TP/(2TP+FP+FN) at ground-truth size (Kvasir-SEG)",
-    "jaccard_pooled_normalised": "Jaccard of TP/FP/FN summed over all test images and all five attributes, "
-                                 "each image's counts first divided by its pixel count (ISIC 2018 Task 2)",
-}
-
-
-def task2_scores(stats: Tensor, class_names: Sequence[str]) -> dict[str, Any]:
-    """ISIC 2018 Task 2: counts / pixels per image, then pooled (all attributes, and per attribute)."""
-    norm = stats / stats.sum(-1, keepdim=True).clamp_min(1)  # every image weighs the same
-    per_attr = {}
-    for c, name in enumerate(class_names):
-        m = per_image_metrics(norm[:, c].sum(0))
-        per_attr[name] = {"jaccard": float(m["iou"]), "dice": float(m["dice"])}
-    value = float(per_image_metrics(norm.reshape(-1, 4).sum(0))["iou"])
-    return {"metric": "jaccard_pooled_normalised", "value": value,
-            "definition": _DEFINITIONS["jaccard_pooled_normalised"], "per_attribute": per_attr}
-
-
-def challenge_score(stats: Tensor, dataset: str, class_names: Sequence[str]) -> dict[str, Any]:
-    """The ranking metric of the dataset's own challenge: {"metric", "value", "definition"}."""
-    per = per_image_metrics(stats)
-    if dataset == "isic2018-task2":
-        return task2_scores(stats, class_names)
-    if dataset in ("isic2016", "isic2017"):
-        name, value = "jaccard", per["iou"].mean()
-    elif dataset in ("isic2018", "synthetic"):
-        name, value = "thresholded_jaccard", thresholded_jaccard(per["iou"]).mean()
-    elif dataset == "kvasir-seg":
-        name, value = "dice", per["dice"].mean()
-    else:
-        raise LesionBenchError(f"dataset.name: no challenge metric for {dataset!r} "
-                               "(known: isic2016, isic2017, isic2018, isic2018-task2, kvasir-seg, synthetic)")
-    return {"metric": name, "value": float(value), "definition": _DEFINITIONS[name]}
-
-
-def summarize(stats: Tensor, ids: Sequence[str], dataset: str,
-              class_names: Sequence[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def summarize(stats: Tensor, ids: Sequence[str], dataset: str, class_names: Sequence[str],
+              boundary: Tensor | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Test-set summary: (metrics dict for metrics.json, rows for per_image.csv).
 
-    metrics: ``per_image`` (means over images and channels, + thresholded_jaccard), ``pooled``
-    (summed counts), ``per_class`` ({name: per-image means + pooled_dice, pooled_iou}),
-    ``challenge``. Rows: id + per-image metrics (mean over channels) + <class>_dice/_iou when C > 1.
+    metrics: ``per_image`` (means over images and channels, + thresholded_jaccard, + hd95/assd when
+    ``boundary`` N×C×2 is given), ``pooled`` (summed counts), ``per_class`` ({name: per-image means +
+    pooled_dice, pooled_iou}), ``challenge`` (the dataset's primary metric). Rows: id + per-image
+    metrics (mean over channels) + <class>_dice/_iou when C > 1 + hd95/assd + each channel's counts
+    (tp, fp, fn, tn; <class>_tp, ... when C > 1), from which the leaderboard recomputes any metric.
     """
+    from lesionbench.training.challenge import challenge_score  # it builds on this module
+
     stats = torch.as_tensor(stats, dtype=torch.float64).cpu()
     if stats.ndim != 3 or stats.shape[-1] != 4:
         raise LesionBenchError(f"summarize: stats must be N×C×4 (tp, fp, fn, tn), got {tuple(stats.shape)}")
@@ -139,12 +106,19 @@ def summarize(stats: Tensor, ids: Sequence[str], dataset: str,
                                f"{len(class_names)} class names")
     if n == 0:
         raise LesionBenchError("summarize: no test images were scored (is the test split empty?)")
+    if boundary is not None:
+        boundary = torch.as_tensor(boundary, dtype=torch.float64).cpu().reshape(n, c, len(BOUNDARY_NAMES))
     per = per_image_metrics(stats)
     per_class = {}
     for j, name in enumerate(class_names):
         pooled = _pooled(stats[:, j])
         per_class[name] = {**_means(stats[:, j]), "pooled_dice": pooled["dice"], "pooled_iou": pooled["iou"]}
-    metrics = {"per_image": _means(stats), "pooled": _pooled(stats), "per_class": per_class,
+        if boundary is not None:
+            per_class[name].update({k: float(boundary[:, j, b].mean()) for b, k in enumerate(BOUNDARY_NAMES)})
+    means = _means(stats)
+    if boundary is not None:
+        means.update({k: float(boundary[..., b].mean()) for b, k in enumerate(BOUNDARY_NAMES)})
+    metrics = {"per_image": means, "pooled": _pooled(stats), "per_class": per_class,
                "challenge": challenge_score(stats, dataset, class_names)}
     rows = []
     for i, image_id in enumerate(ids):
@@ -154,23 +128,40 @@ def summarize(stats: Tensor, ids: Sequence[str], dataset: str,
             for j, name in enumerate(class_names):
                 row[f"{name}_dice"] = float(per["dice"][i, j])
                 row[f"{name}_iou"] = float(per["iou"][i, j])
+        if boundary is not None:
+            row.update({k: float(boundary[i, :, b].mean()) for b, k in enumerate(BOUNDARY_NAMES)})
+        for j, name in enumerate(class_names):
+            prefix = f"{name}_" if c > 1 else ""
+            row.update({f"{prefix}{k}": int(stats[i, j, s]) for s, k in enumerate(STAT_NAMES)})
         rows.append(row)
     return metrics, rows
 
 
+def stats_from_rows(frame: Any, class_names: Sequence[str]) -> Tensor:
+    """The N×C×4 counts back from per_image.csv rows (a DataFrame), the inverse of ``summarize``."""
+    c = len(class_names)
+    cols = [[f"{name}_{k}" if c > 1 else k for k in STAT_NAMES] for name in class_names]
+    return torch.tensor(frame[[col for group in cols for col in group]].to_numpy(float),
+                        dtype=torch.float64).reshape(len(frame), c, 4)
+
+
 class PerImageStats(Metric):
-    """Collects (index, B×C×4 counts) over a test epoch; ``compute`` drops DDP padding duplicates."""
+    """Collects (index, B×C×width values) over a test epoch; ``compute`` drops DDP padding duplicates.
+
+    width 4: the counts (tp, fp, fn, tn); width 2: the boundary distances (hd95, assd).
+    """
 
     full_state_update = False
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, width: int = 4, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.width = width
         self.add_state("index", default=[], dist_reduce_fx="cat")
         self.add_state("stats", default=[], dist_reduce_fx="cat")
 
     def update(self, stats: Tensor, index: Tensor) -> None:
-        if stats.ndim != 3 or stats.shape[-1] != 4 or len(index) != len(stats):
-            raise LesionBenchError(f"PerImageStats.update: want stats B×C×4 and index B, got "
+        if stats.ndim != 3 or stats.shape[-1] != self.width or len(index) != len(stats):
+            raise LesionBenchError(f"PerImageStats.update: want stats B×C×{self.width} and index B, got "
                                    f"{tuple(stats.shape)} and {tuple(index.shape)}")
         self.index.append(index.detach().to(self.device, torch.long).reshape(-1))
         self.stats.append(stats.detach().to(self.device, torch.float64))
@@ -178,7 +169,7 @@ class PerImageStats(Metric):
     def compute(self) -> tuple[Tensor, Tensor]:
         """(index sorted ascending, stats N×C×4), one row per distinct index (the first seen)."""
         if isinstance(self.index, list) and not self.index:  # nothing was updated (after a DDP sync: a tensor)
-            return torch.zeros(0, dtype=torch.long), torch.zeros(0, 0, 4, dtype=torch.float64)
+            return torch.zeros(0, dtype=torch.long), torch.zeros(0, 0, self.width, dtype=torch.float64)
         index, stats = dim_zero_cat(self.index), dim_zero_cat(self.stats)
         order = torch.sort(index, stable=True).indices
         index, stats = index[order], stats[order]

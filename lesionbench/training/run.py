@@ -21,7 +21,7 @@ from lesionbench.training.callbacks import build_trainer, merge_csv_logs, releas
 from lesionbench.training.metrics import summarize
 from lesionbench.training.profile import measure_cost
 from lesionbench.training.provenance import provenance
-from lesionbench.training.task import SegmentationTask
+from lesionbench.training.task import SegmentationTask, selection_monitor
 
 log = logging.getLogger(__name__)
 
@@ -131,13 +131,13 @@ def _train(
 
     index, stats = task.test_result
     ids = [dm.test_ids[i] for i in index.reshape(-1).tolist()]  # torchmetrics squeezes a 1-image result
-    metrics, rows = summarize(stats, ids, cfg.dataset.name, dm.class_names)
+    metrics, rows = summarize(stats, ids, cfg.dataset.name, dm.class_names, boundary=task.test_boundary_result)
     last_phase = task.phases[-1]
     metrics.update({
         "experiment": cfg.name, "run": run_dir.name, "suite": suite, "dataset": cfg.dataset.name,
         "model": cfg.model.name, "seed": cfg.trainer.seed, "config_hash": cfg.config_hash(),
         "n_test": len(ids), "image_size": cfg.dataset.image_size,
-        "best_val": {"val/dice": best_val},
+        "best_val": {selection_monitor(cfg, last_phase)[0]: best_val},
         "published": [p.model_dump() for p in cfg.published],
         "cost": {**measure_cost(task.model, cfg.dataset.image_size), "train_time_s": round(train_time, 2)},
         "best_checkpoint": str(_best_checkpoint(run_dir, task).relative_to(run_dir)),

@@ -11,9 +11,26 @@ import torch.nn.functional as F
 
 from lesionbench.config import ExperimentConfig, PhaseConfig
 from lesionbench.models import create_model, freeze, unfreeze
+from lesionbench.training.boundary import image_boundary
+from lesionbench.training.challenge import ValPrimary
 from lesionbench.training.losses import build_loss
 from lesionbench.training.metrics import PerImageStats, ValDice, image_stats
 from lesionbench.training.optim import build_optimizer, build_scheduler, init_weights
+
+#: The default validation metric for checkpoints, early stopping and Optuna: the dataset's primary metric.
+PRIMARY_MONITOR = "val/primary"
+
+
+def selection_monitor(cfg: ExperimentConfig, phase: PhaseConfig) -> tuple[str, str]:
+    """(metric, mode) that picks a phase's best checkpoint: what the recipe names (the phase's
+    early_stopping.monitor, else its tune.metric), else the dataset's primary metric, so checkpoint
+    selection, early stopping and the Optuna objective watch one number."""
+    es = phase.early_stopping
+    if es is not None:
+        return es.monitor, es.mode
+    if cfg.tune is not None:
+        return cfg.tune.metric, "max" if cfg.tune.direction == "maximize" else "min"
+    return PRIMARY_MONITOR, "max"
 
 
 class SegmentationTask(L.LightningModule):
@@ -32,10 +49,13 @@ class SegmentationTask(L.LightningModule):
         init_weights(self.model.decoder_modules(), self.cfg.model.init)
         self.loss_fn = build_loss(self.cfg.loss, getattr(self.model, "deep_supervision_weights", None))
         self.val_dice = ValDice()
+        self.val_primary = ValPrimary(self.cfg.dataset.name)
         self.test_stats = PerImageStats()
+        self.test_boundary = PerImageStats(width=2)
         self.phases = self.cfg.resolved_phases()
         self.phase_index = 0
         self.test_result: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.test_boundary_result: torch.Tensor | None = None  # N×C×(hd95, assd), rows as test_result's
         self.set_phase(0)
 
     # ------------------------------------------------------------------ phases
@@ -76,26 +96,41 @@ class SegmentationTask(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self._final(self(batch["image"]))
         loss = self.loss_fn(logits, batch["mask"])
-        self.val_dice.update(logits.sigmoid() > self.threshold, batch["mask"] > 0.5)
+        pred, target = logits.sigmoid() > self.threshold, batch["mask"] > 0.5
+        self.val_dice.update(pred, target)
+        self.val_primary.update(image_stats(pred, target))
         bs = len(batch["image"])
         self.log("val/loss", loss, on_epoch=True, prog_bar=False, batch_size=bs, sync_dist=True)
         self.log("val/dice", self.val_dice, on_epoch=True, prog_bar=True, batch_size=bs)
 
     def on_validation_epoch_end(self) -> None:
+        # the dataset's ranking metric over the whole epoch (a pooled metric is no mean of batches),
+        # under its own name and under the default monitor's
+        value = self.val_primary.compute()
+        self.val_primary.reset()
+        if not torch.isnan(value):  # NaN: no validation batch ran this epoch
+            if self.val_primary.metric.name != "dice":  # val/dice is logged per batch above
+                self.log(f"val/{self.val_primary.metric.name}", value)
+            self.log(PRIMARY_MONITOR, value, prog_bar=True)
         self.log("phase", float(self.phase_index), sync_dist=False)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Compare at the ground truth's original size, one image at a time."""
         logits = self._final(self(batch["image"]))
-        stats = []
+        stats, boundary = [], []
         for i, gt in enumerate(batch["orig_mask"]):
             up = F.interpolate(logits[i : i + 1].float(), size=tuple(gt.shape[-2:]), mode="bilinear", align_corners=False)
-            stats.append(image_stats(up.sigmoid() > self.threshold, gt.unsqueeze(0).bool()))
+            pred, target = up.sigmoid() > self.threshold, gt.unsqueeze(0).bool()
+            stats.append(image_stats(pred, target))
+            boundary.append(image_boundary(pred.cpu(), target.cpu()))  # CPU: scipy's distance transform
         self.test_stats.update(torch.cat(stats), batch["index"])
+        self.test_boundary.update(torch.cat(boundary).to(self.device), batch["index"])
 
     def on_test_epoch_end(self) -> None:
         self.test_result = self.test_stats.compute()
+        self.test_boundary_result = self.test_boundary.compute()[1]
         self.test_stats.reset()
+        self.test_boundary.reset()
 
     @staticmethod
     def _final(out: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
@@ -110,7 +145,7 @@ class SegmentationTask(L.LightningModule):
         es = self.phase.early_stopping
         scheduler = build_scheduler(
             optimizer, self.phase.scheduler, epochs=epochs, steps_per_epoch=steps_per_epoch,
-            monitor=es.monitor if es else "val/dice", mode=es.mode if es else "max",
+            monitor=es.monitor if es else PRIMARY_MONITOR, mode=es.mode if es else "max",
         )
         if scheduler is None:
             return optimizer
