@@ -86,6 +86,13 @@ def _curves(path: Path, epochs: int = 3) -> None:
     pd.DataFrame(rows).to_csv(path, index=False)
 
 
+RECIPE = """name: good
+dataset: {name: isic2018, image_size: 64}
+published:
+  - {metric: dice, value: 0.9, source: "seed 000 write-up", note: "15% carve-out of the training set"}
+"""
+
+
 def make_run(suite: Path, dataset: str, exp: str, seed: int) -> pd.DataFrame:
     d = suite / f"{dataset}-{exp}-s{seed}"
     d.mkdir(parents=True)
@@ -101,8 +108,6 @@ def make_run(suite: Path, dataset: str, exp: str, seed: int) -> pd.DataFrame:
         "n_test": len(IDS), "per_image": per_image, "pooled": {"dice": per_image["dice"]},
         "challenge": {"metric": "thresholded_jaccard", "value": per_image["thresholded_jaccard"],
                       "definition": "mean per-image Jaccard, 0 below 0.65"},
-        "published": [{"metric": "dice", "value": 0.9, "source": "seed 000 write-up",
-                       "note": "15% carve-out of the training set"}] if exp == "good" else [],
         "cost": {"params": 24_400_000, "flops": 8.2e9, "ms_per_image": 3.5, "peak_mem_mb": 512,
                  "train_time_s": 600} if exp != "twin" else {},
     }))
@@ -126,8 +131,11 @@ def suite(tmp_path_factory) -> tuple[Path, dict]:
     corrupt.mkdir()
     (corrupt / "run.json").write_text(json.dumps({"status": "finished", "seed": 0}))
     (corrupt / "metrics.json").write_text('{"experiment": "corrupt", ')
-    path = write_leaderboard(root)
-    return root, {"frames": frames, "md": path.read_text()}
+    recipes = root.parent / "experiments"  # the published scores' one source: the recipe YAML
+    recipes.mkdir()
+    (recipes / "good.yaml").write_text(RECIPE)
+    path = write_leaderboard(root, recipes=recipes)
+    return root, {"frames": frames, "md": path.read_text(), "recipes": recipes}
 
 
 def _section(md: str, dataset: str) -> str:
@@ -193,7 +201,7 @@ def test_leaderboard_references_failures_and_plots(suite):
 
 def test_leaderboard_is_deterministic_and_trials_are_embedded(suite, tmp_path):
     root, ctx = suite
-    assert write_leaderboard(root).read_text() == ctx["md"]
+    assert write_leaderboard(root, recipes=ctx["recipes"]).read_text() == ctx["md"]
     path = write_trials_table(tmp_path / "study", [
         {"number": 1, "state": "TrialState.PRUNED", "params": {"lr": 1e-4}, "value": None},
         {"number": 0, "state": "COMPLETE", "params": {"lr": 0.001, "batch": 8}, "value": 0.8},

@@ -13,7 +13,10 @@ from typing import Any
 
 import pandas as pd
 import yaml
+from pydantic import TypeAdapter, ValidationError
+
 from lesionbench.errors import LesionBenchError
+from lesionbench.reporting.schema import Metrics, PerImageRow, RunInfo, first_error
 
 #: Folders under a suite that are not runs (written by the reporting layer itself).
 NOT_RUNS = {"plots"}
@@ -73,18 +76,25 @@ def _config_fields(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def _read_per_image(path: Path) -> pd.DataFrame:
+def _read_per_image(path: Path, n_test: int | None) -> pd.DataFrame:
     df = pd.read_csv(path, dtype={"id": str})
     missing = {"id", "dice"} - set(df.columns)
     if missing:
         raise ValueError(f"per_image.csv: missing column(s) {sorted(missing)}")
+    try:
+        TypeAdapter(list[PerImageRow]).validate_python(df[["id", "dice"]].to_dict("records"))
+    except ValidationError as err:
+        raise ValueError(first_error(err, "per_image.csv (key: row.column)")) from None
     if df["id"].duplicated().any():
         raise ValueError("per_image.csv: duplicated image ids")
+    if n_test is not None and len(df) != n_test:
+        raise ValueError(f"per_image.csv: {len(df)} rows but metrics.json says n_test={n_test} "
+                         "(a truncated copy? copy the run folder again or re-run it)")
     return df.set_index("id")
 
 
 def read_run(run_dir: Path) -> RunRecord:
-    """One run folder -> RunRecord; raises ValueError for the caller to record as broken."""
+    """One run folder -> RunRecord; raises ValueError (one line) for the caller to record as broken."""
     run_dir = Path(run_dir)
     rec = RunRecord(path=run_dir, run=run_dir.name, status="broken")
     for k, v in _config_fields(run_dir).items():
@@ -92,33 +102,34 @@ def read_run(run_dir: Path) -> RunRecord:
     if not (run_dir / "run.json").is_file():
         raise ValueError("run.json missing (the run never started or the folder was copied partially)")
     rec.info = _read_json(run_dir / "run.json")
-    rec.status = str(rec.info.get("status", "unknown"))
-    rec.seed = rec.info.get("seed", rec.seed)
+    try:
+        info = RunInfo.model_validate(rec.info)
+    except ValidationError as err:
+        raise ValueError(first_error(err, "run.json")) from None
+    rec.status = info.status
+    rec.seed = info.seed if info.seed is not None else rec.seed
     if rec.status != "finished":
-        rec.error = error_line(rec.info.get("error")) if rec.status == "failed" else f"status: {rec.status}"
+        rec.error = error_line(info.error) if rec.status == "failed" else f"status: {rec.status}"
         return rec
     if not (run_dir / "metrics.json").is_file():
         raise ValueError("metrics.json missing although run.json says finished")
     m = _read_json(run_dir / "metrics.json")
-    if not isinstance(m.get("per_image"), dict) or "dice" not in m["per_image"]:
-        raise ValueError("metrics.json: key 'per_image' must hold at least {'dice': mean}")
+    try:
+        checked = Metrics.model_validate(m)
+    except ValidationError as err:
+        raise ValueError(first_error(err, "metrics.json")) from None
     for key, kind in (("cost", dict), ("challenge", dict), ("published", list)):
         if m.get(key) is not None and not isinstance(m[key], kind):
             rec.warnings.append(f"{run_dir.name}: metrics.json '{key}' is not a {kind.__name__}, ignored")
             m[key] = kind()
     rec.metrics = m
-    rec.experiment = m.get("experiment") or rec.experiment or rec.run
-    rec.dataset = m.get("dataset") or rec.dataset
-    rec.model = m.get("model") or rec.model
-    rec.seed = m.get("seed", rec.seed)
-    if not rec.dataset:
-        raise ValueError("metrics.json: key 'dataset' missing (and config.yaml has none)")
+    rec.experiment = checked.experiment or rec.experiment or rec.run
+    rec.dataset = checked.dataset
+    rec.model = checked.model or rec.model
+    rec.seed = checked.seed if checked.seed is not None else rec.seed
     csv = run_dir / "per_image.csv"
     if csv.is_file():
-        try:
-            rec.per_image = _read_per_image(csv)
-        except Exception as err:  # keep the run, drop only its CI/significance
-            rec.warnings.append(f"{rec.run}: {error_line(err)} (no CI/significance from this run)")
+        rec.per_image = _read_per_image(csv, checked.n_test)  # a bad file skips the run: it would shift the CI
     else:
         rec.warnings.append(f"{rec.run}: per_image.csv missing (no CI/significance from this run)")
     return rec
@@ -134,7 +145,7 @@ def collect_runs(suite_dir: str | Path) -> list[RunRecord]:
         raise LesionBenchError(f"{suite}: no such suite folder (run `lesionbench run --suite NAME` first)")
     records = []
     for d in sorted(p for p in suite.iterdir() if p.is_dir()):
-        if d.name in NOT_RUNS or d.name.startswith((".", "_")):
+        if d.name in NOT_RUNS or d.name.startswith("."):  # a run may be named "_x"; hidden folders are not runs
             continue
         if not any((d / f).exists() for f in RUN_FILES):
             continue
