@@ -211,6 +211,26 @@ def predict(
 
 
 @app.command()
+def score(
+    truth_dir: Annotated[Path, typer.Argument(help="Ground-truth masks: <id>_segmentation.png or <id>_attribute_<name>.png")],
+    pred_dir: Annotated[Path, typer.Argument(help="Predicted masks (0/255), one per ground truth, same names")],
+    task: Annotated[Optional[str], typer.Option("--task", help="segmentation | attribute (default: from the file names)")] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="table | json (the organisers' scorer's keys)")] = "table",
+) -> None:
+    """Score a folder of masks as the ISIC organisers' scorer does (same figures and JSON keys), plus HD95/ASSD.
+
+    Example: lesionbench score ISIC2018_Task1_Test_GroundTruth predictions --output json
+    """
+    from lesionbench.reporting.score import score_folder
+
+    if task not in (None, "segmentation", "attribute") or output not in ("table", "json"):
+        raise LesionBenchError(f"score: --task must be segmentation or attribute (got {task!r}) and --output "
+                               f"table or json (got {output!r})")
+    report = score_folder(truth_dir, pred_dir, task)  # type: ignore[arg-type]
+    typer.echo(report.to_json() if output == "json" else report.text)
+
+
+@app.command()
 def explain(
     run_dir: RunDir,
     image: Annotated[Path, typer.Option("--image", help="Image file")],

@@ -15,13 +15,14 @@ from typing import Any
 import yaml
 
 from lesionbench.config import ConfigError, ExperimentConfig, PublishedScore, parse_config, read_yaml
+from lesionbench.training.metrics import JACCARD_THRESHOLD
 
 #: Challenge-level references per dataset: (source, metric, value or None, definition, split / note).
 DATASET_REFERENCES: dict[str, list[tuple[str, str, float | None, str, str]]] = {
     "isic2017": [("ISIC 2017 Part 1 challenge winner", "jaccard", 0.765,
                   "mean per-image Jaccard index (the challenge ranking metric)", "official 600-image test set")],
     "isic2018": [("ISIC 2018 Task 1 challenge winner", "thresholded_jaccard", 0.802,
-                  "mean over test images of the Jaccard index, counted as 0 where below 0.65",
+                  f"mean over test images of the Jaccard index, counted as 0 where below {JACCARD_THRESHOLD}",
                   "official 1000-image challenge test set")],
     "kvasir-seg": [("seed 002 ResNet-50 U-Net", "dice", None, "no test score reported", "880 / 60 / 60 split")],
 }

@@ -69,7 +69,7 @@ def per_image_metrics(stats: Tensor) -> dict[str, Tensor]:
 
 
 def thresholded_jaccard(iou: Tensor, threshold: float = JACCARD_THRESHOLD) -> Tensor:
-    """Per-image Jaccard, or 0 where it is below ``threshold`` (exactly 0.65 still counts)."""
+    """Per-image Jaccard, or 0 where it is below ``threshold`` (a Jaccard equal to it still counts)."""
     return torch.where(iou >= threshold, iou, torch.zeros_like(iou))
 
 

@@ -1,0 +1,141 @@
+"""`lesionbench score TRUTH_DIR PRED_DIR`: score a folder of masks with our metrics, reported with
+the figures and JSON keys of the organisers' scorer (``isic-challenge-scoring``), plus HD95/ASSD.
+
+Files as the ISIC challenges name them: ``<id>_segmentation.png`` (Task 1; ``_Segmentation`` in
+2016) or ``<id>_attribute_<name>.png`` (2018 Task 2), one prediction per ground-truth mask under
+the same name. Like the organisers' scorer, both are greyscale and binarised at > 128, and a
+prediction must have its ground truth's size. Metrics: training/metrics.py (counts, empty-mask
+policy), training/challenge.py (pooled Task 2 Jaccard), training/boundary.py (HD95, ASSD).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from lesionbench.data.layouts import IMAGE_EXTS, is_junk
+from lesionbench.errors import LesionBenchError
+from lesionbench.training.boundary import BOUNDARY_POLICY, boundary_distances
+from lesionbench.training.metrics import image_stats, per_image_metrics, thresholded_jaccard
+
+Task = Literal["segmentation", "attribute"]
+BINARY_THRESHOLD = 128  # the organisers' scorer: value > 128 is foreground
+_SEGMENTATION = re.compile(r"^(?P<id>.+)_segmentation$", re.IGNORECASE)
+_ATTRIBUTE = re.compile(r"^(?P<id>.+)_attribute_(?P<attr>[a-z_]+)$")
+
+
+@dataclass
+class ScoreReport:
+    """What `score` prints: the organisers' JSON (``result``) and its table form (``text``)."""
+
+    task: Task
+    result: dict[str, Any]
+    text: str
+
+    def to_json(self) -> str:
+        return json.dumps(self.result, indent=2)
+
+
+def _mask(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode == "1":
+                im = im.convert("L")
+            if im.mode != "L":
+                raise LesionBenchError(f"{path}: not a single-channel (greyscale) mask (mode {im.mode}); "
+                                       "save masks as 8-bit greyscale 0/255")
+            return np.asarray(im) > BINARY_THRESHOLD
+    except (UnidentifiedImageError, OSError) as err:
+        raise LesionBenchError(f"{path}: cannot be read as an image ({err})") from None
+
+
+def _pairs(truth_dir: Path, pred_dir: Path) -> list[tuple[Path, Path]]:
+    for d, what in ((truth_dir, "TRUTH_DIR"), (pred_dir, "PRED_DIR")):
+        if not d.is_dir():
+            raise LesionBenchError(f"{d}: no such folder ({what})")
+    preds: dict[str, list[Path]] = {}
+    for p in pred_dir.iterdir():
+        if p.is_file() and not is_junk(p):
+            preds.setdefault(p.stem, []).append(p)
+    pairs = []
+    for t in sorted(p for p in truth_dir.iterdir() if p.is_file() and not is_junk(p)):
+        found = preds.get(t.stem, [])
+        if len(found) != 1:
+            raise LesionBenchError(f"{pred_dir}: {'no' if not found else 'more than one'} prediction named "
+                                   f"{t.stem}.<{'|'.join(e.lstrip('.') for e in IMAGE_EXTS)}> for {t} "
+                                   "(one mask per ground truth, under the same name)")
+        pairs.append((t, found[0]))
+    if not pairs:
+        raise LesionBenchError(f"{truth_dir}: no ground-truth masks (want <id>_segmentation.png or "
+                               "<id>_attribute_<name>.png)")
+    return pairs
+
+
+def _load(truth: Path, pred: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    t, p = _mask(truth), _mask(pred)
+    if t.shape != p.shape:
+        raise LesionBenchError(f"{pred}: size {p.shape[1]}×{p.shape[0]} but its ground truth {truth.name} is "
+                               f"{t.shape[1]}×{t.shape[0]} (predict at the image's original size)")
+    return torch.from_numpy(p), torch.from_numpy(t)
+
+
+def detect_task(truth_dir: Path) -> Task:
+    """Task 2 when the ground truth holds attribute masks, else segmentation."""
+    return "attribute" if any("_attribute_" in p.stem for p in Path(truth_dir).iterdir()) else "segmentation"
+
+
+def score_folder(truth_dir: str | Path, pred_dir: str | Path, task: Task | None = None) -> ScoreReport:
+    truth_dir, pred_dir = Path(truth_dir), Path(pred_dir)
+    pairs = _pairs(truth_dir, pred_dir)
+    task = task or detect_task(truth_dir)
+    return _segmentation(pairs) if task == "segmentation" else _attribute(pairs)
+
+
+def _segmentation(pairs: list[tuple[Path, Path]]) -> ScoreReport:
+    rows, boundary = [], []
+    for truth, pred in pairs:
+        if not _SEGMENTATION.match(truth.stem):
+            raise LesionBenchError(f"{truth}: not named <id>_segmentation.png (use --task attribute for Task 2)")
+        p, t = _load(truth, pred)
+        per = per_image_metrics(image_stats(p[None, None], t[None, None])[0, 0])
+        rows.append({"accuracy": per["accuracy"], "sensitivity": per["recall"], "specificity": per["specificity"],
+                     "jaccard": per["iou"], "threshold_jaccard": thresholded_jaccard(per["iou"]), "dice": per["dice"]})
+        boundary.append(boundary_distances(p, t))
+    macro = pd.DataFrame([{k: float(v) for k, v in r.items()} for r in rows]).mean().rename("macro_average")
+    hd95, assd = np.mean(boundary, axis=0)
+    overall = float(macro["threshold_jaccard"])
+    result = {"overall": overall, "validation": overall, "macro_average": macro.to_dict(),
+              "boundary": {"hd95": float(hd95), "assd": float(assd), "policy": BOUNDARY_POLICY}}
+    text = (f"Overall: {overall}\nValidation: {overall}\n\nMacro averaged metrics:\n{macro.to_string()}"
+            f"\n\nBoundary distances (pixels, mean over images; {BOUNDARY_POLICY}):\n"
+            f"{pd.Series({'hd95': float(hd95), 'assd': float(assd)}).to_string()}")
+    return ScoreReport("segmentation", result, text)
+
+
+def _attribute(pairs: list[tuple[Path, Path]]) -> ScoreReport:
+    norm: dict[str, list[torch.Tensor]] = {}
+    for truth, pred in pairs:
+        m = _ATTRIBUTE.match(truth.stem)
+        if not m:
+            raise LesionBenchError(f"{truth}: not named <id>_attribute_<name>.png (use --task segmentation for Task 1)")
+        p, t = _load(truth, pred)
+        counts = image_stats(p[None, None], t[None, None])[0, 0]
+        norm.setdefault(m["attr"], []).append(counts / counts.sum())  # every image weighs the same
+    result: dict[str, Any] = {}
+    for attr in sorted(norm):
+        per = per_image_metrics(torch.stack(norm[attr]).sum(0))
+        result[attr] = {"jaccard": float(per["iou"]), "dice": float(per["dice"])}
+    per = per_image_metrics(torch.cat([torch.stack(v) for v in norm.values()]).sum(0))
+    result["micro_average"] = {"jaccard": float(per["iou"]), "dice": float(per["dice"])}
+    result["overall"] = result["micro_average"]["jaccard"]
+    table = pd.DataFrame({k: v for k, v in result.items() if isinstance(v, dict)}).T
+    return ScoreReport("attribute", result, f"Overall: {result['overall']}\n\n{table.to_string()}")
