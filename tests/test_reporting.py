@@ -253,3 +253,106 @@ def test_task2_per_attribute_table_means_over_seeds(tmp_path):
     md = write_leaderboard(suite, make_plots=False).read_text()
     assert "| Model | globules | streaks |" in md
     assert "| `good` | 0.3000 / 0.4000 | 0.1500 / 0.2000 |" in md
+
+
+# ----------------------------------------------------------------------------- what ranks, and what is tested
+
+def _write_scored_run(suite: Path, dataset: str, exp: str, seed: int, stats, boundary, classes) -> None:
+    """A run folder as train() writes it, from per-image counts (the real summarize)."""
+    from lesionbench.io import atomic_write_csv
+    from lesionbench.training.metrics import summarize
+
+    ids = [f"ISIC_{i:07d}" for i in range(len(stats))]
+    metrics, rows = summarize(stats, ids, dataset, classes, boundary=boundary)
+    d = suite / f"{exp}-s{seed}"
+    d.mkdir(parents=True)
+    atomic_write_csv(d / "per_image.csv", rows)
+    (d / "run.json").write_text(json.dumps({"status": "finished", "seed": seed}))
+    (d / "config.yaml").write_text(f"name: {exp}\ndataset:\n  name: {dataset}\n")
+    metrics.update(experiment=exp, dataset=dataset, seed=seed, n_test=len(ids))
+    (d / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_task2_blank_model_ranks_last(tmp_path):
+    """Per-image Dice scores an empty-vs-empty attribute 1, so a model that predicts nothing ranked first."""
+    import torch
+
+    from lesionbench.data.layouts import TASK2_ATTRIBUTES
+
+    suite, n = tmp_path / "t2", 12
+    for seed in (0, 1):
+        gen = torch.Generator().manual_seed(seed)
+        truth = 100 + torch.randint(0, 20, (n,), generator=gen).double()  # attribute 0 present, the rest absent
+        blank = torch.zeros(n, 5, 4, dtype=torch.float64)
+        blank[..., 3] = 1000.0
+        blank[:, 0, 2], blank[:, 0, 3] = truth, 1000.0 - truth  # misses every lesion pixel
+        found = blank.clone()
+        found[:, 0] = torch.stack([0.6 * truth, 0.2 * truth, 0.4 * truth, 1000 - 1.2 * truth], -1)
+        found[:, 1] = torch.tensor([0.0, 30.0, 0.0, 970.0])  # and a false alarm on an absent attribute
+        hd = torch.full((n, 5, 2), 0.0, dtype=torch.float64)
+        for exp, stats in [("blank", blank), ("finds-lesions", found)]:
+            _write_scored_run(suite, "isic2018-task2", exp, seed, stats, hd + (5.0 if exp == "blank" else 2.0),
+                              TASK2_ATTRIBUTES)
+    md = write_leaderboard(suite, make_plots=False).read_text()
+    section = _section(md, "isic2018-task2")
+    rows = _rows(section)
+    assert [r[1] for r in rows] == ["`finds-lesions`", "`blank`"]
+    assert "jaccard_pooled_normalised (ranks)" in section and "Ranked by **jaccard_pooled_normalised**" in section
+    assert rows[1][5] == "0.0000 ± 0.0000" and rows[1][3] > rows[0][3]  # last, although its mean Dice is higher
+    assert rows[1][-1].startswith("* (p=")  # two seeds each: tested, and clearly worse
+    assert (rows[0][7], rows[1][7]) == ("2.00 ± 0.00 [2.00, 2.00]", "5.00 ± 0.00 [5.00, 5.00]")  # HD95 (px) [CI]
+
+
+def test_single_seed_table_prints_no_significance(tmp_path, suite):
+    one = tmp_path / "one-seed"
+    for exp in ("good", "bad"):
+        make_run(one, "kvasir-seg", exp, 0)
+    md = write_leaderboard(one, make_plots=False).read_text()
+    rows = _rows(_section(md, "kvasir-seg"))
+    assert [r[-1] for r in rows] == ["best", "not tested"]
+    assert "single seed: differences not tested" in md and "* (p=" not in md and "≈ best" not in md
+    assert "hierarchical bootstrap" in suite[1]["md"]  # several seeds: the footer names the seed-aware test
+
+
+def test_bad_run_folders_are_skipped_and_named(tmp_path, caplog):
+    root = tmp_path / "mixed"
+    for exp in ("good", "bad"):
+        make_run(root, "kvasir-seg", exp, 0)
+    (root / "kvasir-seg-bad-s0").rename(root / "_bad-first")  # a leading "_" is still a run
+    make_run(root, "kvasir-seg", "good", 1)
+    (root / "kvasir-seg-good-s1").rename(root / "kvasir-seg-typo-s0")
+    m = json.loads((root / "kvasir-seg-typo-s0" / "metrics.json").read_text())
+    m["per_image"]["dice"] = "high"
+    (root / "kvasir-seg-typo-s0" / "metrics.json").write_text(json.dumps(m))
+    make_run(root, "kvasir-seg", "good", 2)
+    (root / "kvasir-seg-good-s2").rename(root / "kvasir-seg-cut-s0")
+    csv = root / "kvasir-seg-cut-s0" / "per_image.csv"
+    csv.write_text("\n".join(csv.read_text().splitlines()[:11]) + "\n")  # 10 of 16 rows
+    with caplog.at_level("WARNING"):
+        md = write_leaderboard(root, make_plots=False).read_text()
+    assert [r[1] for r in _rows(_section(md, "kvasir-seg"))] == ["`good`", "`bad`"]
+    failed = md.split("## Failed runs")[1]
+    assert "`kvasir-seg-typo-s0`" in failed and "metrics.json: key 'per_image.dice'" in failed
+    assert "`kvasir-seg-cut-s0`" in failed and "10 rows but metrics.json says n_test=16" in failed
+    assert "2 finished run(s), 2 failed or unreadable" in md
+    warned = [r.getMessage() for r in caplog.records if "skipped run folder" in r.getMessage()]
+    assert len(warned) == 2 and any("kvasir-seg-cut-s0" in w for w in warned)
+
+
+def test_published_scores_only_beside_the_unchanged_recipe(tmp_path):
+    root, recipes = tmp_path / "s", tmp_path / "experiments"
+    recipes.mkdir()
+    (recipes / "good.yaml").write_text(RECIPE.replace("image_size: 64", "image_size: 224"))
+    for seed in (0, 1):
+        make_run(root, "isic2018", "good", seed)
+        path = root / f"isic2018-good-s{seed}" / "metrics.json"
+        m = json.loads(path.read_text())
+        m["published"] = [{"metric": "dice", "value": 0.9, "source": "seed 000 write-up", "note": ""}]  # a stale copy
+        path.write_text(json.dumps(m))
+    md = write_leaderboard(root, make_plots=False, recipes=recipes).read_text()
+    row = _rows(_section(md, "isic2018"))[0]
+    assert row[10] == "not comparable: changed dataset.image_size 224→64"
+    assert "seed 000 write-up" not in md  # nor among the references under the table
+    (recipes / "good.yaml").write_text(RECIPE)
+    md = write_leaderboard(root, make_plots=False, recipes=recipes).read_text()
+    assert _rows(_section(md, "isic2018"))[0][10] == "dice 0.9"
