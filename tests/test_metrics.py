@@ -210,3 +210,31 @@ def test_summarize_reports_boundary_metrics() -> None:
     assert metrics["per_image"]["hd95"] == 3.0 and metrics["per_image"]["assd"] == 2.0
     assert metrics["per_class"]["polyp"]["hd95"] == 3.0
     assert rows[1]["hd95"] == 4.0 and rows[1]["assd"] == 3.0 and rows[1]["tp"] == 3 and rows[1]["fn"] == 1
+
+
+def test_training_selects_and_records_the_primary_metric(synthetic_env, tmp_path) -> None:
+    """Task 2 trains, selects its checkpoint and reports on the pooled Jaccard, not on per-image Dice."""
+    from lesionbench.config import ExperimentConfig
+    from lesionbench.io import read_json
+    from lesionbench.training.callbacks import build_trainer
+    from lesionbench.training.run import train
+    from lesionbench.training.task import selection_monitor
+
+    data = {"name": "t2", "dataset": {"name": "isic2018-task2", "root": str(synthetic_env), "image_size": 32},
+            "model": {"name": "unet", "options": {"base_channels": 8}},
+            "trainer": {"epochs": 2, "batch_size": 4, "accelerator": "cpu", "devices": 1}}
+    cfg = ExperimentConfig.model_validate(data)
+    train(cfg, tmp_path / "run", progress=False)
+    log = pd.read_csv(tmp_path / "run" / "logs" / "metrics.csv").dropna(subset=["val/primary"])
+    assert len(log) == 2 and (log["val/primary"] == log["val/jaccard_pooled_normalised"]).all()
+    metrics = read_json(tmp_path / "run" / "metrics.json")
+    assert metrics["best_val"]["val/primary"] == pytest.approx(log["val/primary"].max(), abs=1e-6)
+    assert metrics["challenge"]["metric"] == "jaccard_pooled_normalised"
+    assert {"hd95", "assd"} <= set(metrics["per_image"]) and metrics["per_image"]["hd95"] >= 0
+    rows = pd.read_csv(tmp_path / "run" / "per_image.csv")
+    assert len(rows) == metrics["n_test"] and rows["hd95"].notna().all() and "globules_tp" in rows
+    # what the recipe names wins: early stopping on val/dice also selects checkpoints on it
+    named = ExperimentConfig.model_validate({**data, "early_stopping": {"monitor": "val/dice", "patience": 3}})
+    phase = named.resolved_phases()[0]
+    assert selection_monitor(cfg, cfg.resolved_phases()[0]) == ("val/primary", "max")
+    assert build_trainer(named, phase, tmp_path / "p", tmp_path, [], progress=False)[1].monitor == "val/dice"
