@@ -45,20 +45,22 @@ def _logger_overrides(logger: Optional[str], wandb_checkpoints: bool) -> list[st
     return [f"trainer.logger={logger}"] * (logger is not None) + ["trainer.wandb_checkpoints=true"] * wandb_checkpoints
 
 
-#: Lightning advice that does not apply to a benchmark run (message start, Lightning module).
-_NOISE = [
-    (r"The '\w+_dataloader' does not have many workers", r"lightning\."),
-    (r"The number of training batches \(\d+\) is smaller than the logging interval", r"lightning\."),
-    (r"You defined a `validation_step` but have no `val_dataloader`", r"lightning\."),
-    (r"Checkpoint directory .* exists and is not empty", r"lightning\."),
+#: Third-party notices that say nothing about a benchmark run: (message regex, category, module regex).
+_NOISE: list[tuple[str, type[Warning], str]] = [
+    (r"The '\w+_dataloader' does not have many workers", UserWarning, r"lightning\."),
+    (r"The number of training batches \(\d+\) is smaller than the logging interval", UserWarning, r"lightning\."),
+    (r"Checkpoint directory .* exists and is not empty", UserWarning, r"lightning\."),
+    (r"The `srun` command is available on your system but is not used", UserWarning, r"lightning\.fabric"),
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", Warning, r"lightning\.pytorch\.utilities"),
+    (r"`torch\.jit\.script` is deprecated", FutureWarning, r"torch\.jit"),  # timm's decorators, at import
 ]
 
 
 def _quiet() -> None:
     """Keep the terminal for our own progress: Lightning's tips go to the log files, and only the
     specific Lightning hints above are silenced (every other warning still shows)."""
-    for message, module in _NOISE:
-        warnings.filterwarnings("ignore", message=message, category=UserWarning, module=module)
+    for message, category, module in _NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
     import lightning.pytorch  # noqa: F401 - it sets its loggers' levels on import; override after
 
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
@@ -125,9 +127,9 @@ def _ensure_synthetic(runs) -> None:
 
 
 def _write_leaderboard(suite_dir: Path) -> Path | None:
-    from lesionbench.reporting.leaderboard import write_leaderboard
-
     from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    from lesionbench.reporting.leaderboard import write_leaderboard
 
     if not suite_dir.is_dir() or rank_zero_only.rank != 0:  # DDP workers leave it to rank zero
         return None

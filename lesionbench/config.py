@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
 from lesionbench.errors import LesionBenchError
 from lesionbench.settings import settings
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DatasetName = Literal["isic2016", "isic2017", "isic2018", "isic2018-task2", "kvasir-seg", "synthetic"]
 OptimizerName = Literal["adam", "adamw", "sgd", "rmsprop", "adagrad", "adabelief"]
@@ -196,7 +197,7 @@ class ExperimentConfig(_Strict):
         return check_folder_name(v)
 
     @model_validator(mode="after")
-    def _check_weights(self) -> "ExperimentConfig":
+    def _check_weights(self) -> ExperimentConfig:
         w = self.loss.deep_supervision_weights
         if w is not None and (not w or any(x < 0 for x in w)):
             raise ValueError("loss.deep_supervision_weights must be non-negative and non-empty")

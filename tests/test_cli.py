@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 LB = shutil.which("lesionbench") or str(Path(sys.executable).with_name("lesionbench"))

@@ -52,6 +52,18 @@ def finish_wandb() -> None:
             warnings.warn(f"W&B: could not close the run cleanly ({err})")
 
 
+def close_loggers(loggers: list[Logger]) -> None:
+    """End what a run opened (its W&B run), so the next run in this process starts its own."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:
+            try:
+                logger.experiment.finish()
+            except Exception as err:  # noqa: BLE001 - never fail a finished run over its upload
+                warnings.warn(f"W&B: could not close the run cleanly ({err})", stacklevel=2)
+
+
 def build_loggers(cfg: ExperimentConfig, run_dir: Path) -> list[Logger]:
     """W&B when the config asks for it: project lesionbench, group = suite or study folder."""
     if cfg.trainer.logger != "wandb":
