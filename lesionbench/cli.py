@@ -1,51 +1,66 @@
-"""The `lesionbench` command: parse, call, print. All work happens in the package's rooms."""
+"""The `lesionbench` command: parse, call, print. All work happens in the package's rooms.
+
+Exit codes: 0 all good; 1 a run or check failed (after the summary); 2 bad input (one line);
+130 interrupted (finished runs are kept).
+"""
 
 from __future__ import annotations
 
 import logging
-import os
+import signal
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
+from lesionbench.config import safe_folder_name
 from lesionbench.errors import LesionBenchError
+from lesionbench.settings import settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Reproducible, fair benchmarks of lesion segmentation architectures.")
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: synthetic replicas, verification, downloads.")
 app.add_typer(data_app, name="data")
 # DDP workers re-run this command (Lightning's subprocess launcher): only rank zero prints.
-console = Console(quiet=os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0")
+console = Console(quiet=not settings().is_rank_zero)
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
 Out = Annotated[Path, typer.Option("--out", help="Results folder (one sub-folder per suite)")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set optimizer.lr=1e-4")]
 Quick = Annotated[bool, typer.Option("--quick", help="Smoke run: 64 px, 16 images per split, 1 epoch per phase")]
 Synth = Annotated[bool, typer.Option("--synthetic", help="Use the synthetic replica of every dataset")]
 LoggerOpt = Annotated[Optional[str], typer.Option("--logger", help="csv | wandb (same as --set trainer.logger=wandb)")]
-WandbCkpt = Annotated[bool, typer.Option("--wandb-checkpoints", help="Upload the best checkpoint as a W&B artifact")]
+WandbCkpt = Annotated[bool, typer.Option("--wandb-checkpoints",
+                                          help="Upload the best checkpoint as a W&B artifact (= --set trainer.wandb_checkpoints=true)")]
 
 
 def _logger_overrides(logger: Optional[str], wandb_checkpoints: bool) -> list[str]:
-    """--logger is an override of trainer.logger; --wandb-checkpoints travels by environment."""
-    if wandb_checkpoints:
-        os.environ["LESIONBENCH_WANDB_CHECKPOINTS"] = "1"
-    if logger is None:
-        return []
-    if logger not in ("csv", "wandb"):
+    """--logger and --wandb-checkpoints are overrides of trainer.logger and trainer.wandb_checkpoints."""
+    if logger not in (None, "csv", "wandb"):
         raise LesionBenchError(f"--logger {logger!r}: expected csv or wandb")
-    return [f"trainer.logger={logger}"]
+    return [f"trainer.logger={logger}"] * (logger is not None) + ["trainer.wandb_checkpoints=true"] * wandb_checkpoints
+
+
+#: Third-party notices that say nothing about a benchmark run: (message regex, category, module regex).
+_NOISE: list[tuple[str, type[Warning], str]] = [
+    (r"The '\w+_dataloader' does not have many workers", UserWarning, r"lightning\."),
+    (r"The number of training batches \(\d+\) is smaller than the logging interval", UserWarning, r"lightning\."),
+    (r"Checkpoint directory .* exists and is not empty", UserWarning, r"lightning\."),
+    (r"The `srun` command is available on your system but is not used", UserWarning, r"lightning\.fabric"),
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", Warning, r"lightning\.pytorch\.utilities"),
+    (r"`torch\.jit\.script` is deprecated", FutureWarning, r"torch\.jit"),  # timm's decorators, at import
+]
 
 
 def _quiet() -> None:
-    """Keep the terminal for our own progress; Lightning's tips go to the log files."""
-    warnings.filterwarnings("ignore")
+    """Keep the terminal for our own progress: Lightning's tips go to the log files, and only the
+    specific Lightning hints above are silenced (every other warning still shows)."""
+    for message, category, module in _NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
     import lightning.pytorch  # noqa: F401 - it sets its loggers' levels on import; override after
 
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
@@ -93,44 +108,13 @@ def run(
         console.print(table)
         return
     _ensure_synthetic(runs)
-    rows: dict[str, list[str]] = {r.name: [r.name, r.config.dataset.name, r.config.model.name, "queued", "", ""] for r in runs}
-    single = len(runs) == 1
+    from lesionbench.progress import RunProgress
 
-    def render() -> Table:
-        table = Table(title=f"LesionBench · {suite_dir}")
-        for col in ("run", "dataset", "model", "status", "test dice", "time"):
-            table.add_column(col, overflow="fold")
-        for row in rows.values():
-            table.add_row(*row)
-        return table
-
-    started: dict[str, float] = {}
-
-    def update(run_name: str, status: str, extra: dict) -> None:
-        row = rows[run_name]
-        started.setdefault(run_name, time.perf_counter())
-        row[3] = status if status != "failed" else f"[red]failed[/]: {extra.get('error', '')[:80]}"
-        if extra.get("dice") is not None:
-            row[4] = f"{extra['dice']:.4f}"
-        if "seconds" in extra:
-            row[5] = f"{extra['seconds']:.0f}s"
-        if live is not None:
-            live.update(render())
-        elif status != "running":
-            console.print(f"{run_name}: {row[3]} {row[4]}")
-
-    live = None
-    if single:
-        statuses = run_all(runs, suite_dir, name, update, progress=True)
-    else:
-        with Live(render(), console=console, refresh_per_second=2) as live:
-            statuses = run_all(runs, suite_dir, name, update, progress=False)
+    with RunProgress(runs, str(suite_dir), console) as view:
+        statuses = run_all(runs, suite_dir, name, view.update, progress=view.bars)
     _write_leaderboard(suite_dir)
-    failed = [k for k, v in statuses.items() if v == "failed"]
-    console.print(f"[bold]{len(statuses) - len(failed)}/{len(statuses)} runs done[/]; leaderboard: {suite_dir / 'leaderboard.md'}")
-    if failed:
-        console.print(f"[red]{len(failed)} failed[/] (errors in each run's run.json / error.log): {', '.join(failed)}")
-        raise typer.Exit(1)
+    if view.finish(statuses, str(suite_dir / "leaderboard.md")):
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _ensure_synthetic(runs) -> None:
@@ -143,9 +127,9 @@ def _ensure_synthetic(runs) -> None:
 
 
 def _write_leaderboard(suite_dir: Path) -> Path | None:
-    from lesionbench.reporting.leaderboard import write_leaderboard
-
     from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    from lesionbench.reporting.leaderboard import write_leaderboard
 
     if not suite_dir.is_dir() or rank_zero_only.rank != 0:  # DDP workers leave it to rank zero
         return None
@@ -161,7 +145,7 @@ def leaderboard(
 
     Example: lesionbench leaderboard --suite demo
     """
-    suite_dir = out / suite
+    suite_dir = out / safe_folder_name(suite, "--suite")
     if not suite_dir.is_dir():
         raise LesionBenchError(f"{suite_dir}: no such results folder (run `lesionbench run --suite {suite}` first)")
     path = _write_leaderboard(suite_dir)
@@ -289,6 +273,8 @@ def tune(
     from lesionbench.studies.tune import TuneOptions, run_study
 
     _quiet()
+    if study_name is not None:
+        safe_folder_name(study_name, "--study-name")
     if sampler not in (None, "grid", "tpe", "random") or pruner not in (None, "none", "median", "hyperband"):
         raise LesionBenchError("--sampler is grid | tpe | random; --pruner is none | median | hyperband")
     opts = TuneOptions(n_trials=n_trials, timeout=timeout, seed=seed, storage=storage, study_name=study_name, out=out,
@@ -382,11 +368,15 @@ def data_verify(
     from lesionbench.data import resolve_root
     from lesionbench.data.verify import verify
 
+    if root is not None and not root.is_dir():
+        raise LesionBenchError(f"--root {root}: no such folder (give the folder holding the unzipped archives)")
     report = verify(name, resolve_root(name, str(root) if root else None))
+    if not report.counts:  # a wrong root, not a damaged dataset
+        raise LesionBenchError(report.errors[0])
     for line in report.lines():
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     if not report.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 @data_app.command("download")
@@ -400,31 +390,40 @@ def data_download(
     """
     from lesionbench.data.download import download
 
-    target = root or Path(os.environ.get("LESIONBENCH_DATA", "data"))
+    target = root or settings().data or Path("data")
     download(name, target)
 
 
+def _print_error(message: str) -> None:
+    from rich.text import Text
+
+    Console(stderr=True, soft_wrap=True).print(Text.assemble(("error: ", "bold red"), message), highlight=False)
+
+
 def main() -> None:
-    """Entry point: user errors become one red line, never a traceback."""
+    """Entry point: the exit code says what happened (see the module docstring), each with a message;
+    user errors are one red line, never a traceback."""
+    interrupted: list[int] = []
+
+    def on_sigint(signum: int, frame: object) -> None:
+        interrupted.append(signum)  # Lightning turns Ctrl-C mid-fit into sys.exit(1): remember it was one
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
     try:
-        app(standalone_mode=False)
+        app()  # typer: usage errors exit 2, typer.Exit(n) exits n, Ctrl-C inside a command exits 130
+        code: int | str | None = 0
     except LesionBenchError as err:
-        from rich.text import Text
-
-        Console(stderr=True, soft_wrap=True).print(Text.assemble(("error: ", "bold red"), str(err)), highlight=False)
-        sys.exit(2)
-    except typer.Exit as err:
-        sys.exit(err.exit_code)
+        _print_error(str(err))
+        code = EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        Console(stderr=True).print("interrupted: finished runs are kept; re-run the same command to resume")
-        sys.exit(130)
-    except Exception as err:  # click usage errors
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
+        code = EXIT_INTERRUPTED
+    except SystemExit as err:
+        code = EXIT_INTERRUPTED if interrupted else err.code
+    if code == EXIT_INTERRUPTED:
+        Console(stderr=True).print("interrupted: finished runs are kept; re-run the same command to resume",
+                                   highlight=False)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -6,14 +6,17 @@ Every object is named in config and built from name + options, so a run folder's
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from lesionbench.errors import LesionBenchError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lesionbench.errors import LesionBenchError
+from lesionbench.settings import settings
 
 DatasetName = Literal["isic2016", "isic2017", "isic2018", "isic2018-task2", "kvasir-seg", "synthetic"]
 OptimizerName = Literal["adam", "adamw", "sgd", "rmsprop", "adagrad", "adabelief"]
@@ -33,6 +36,27 @@ NUM_CLASSES: dict[str, int] = {
 
 class ConfigError(LesionBenchError):
     """A config problem, already phrased as one line for the user."""
+
+
+def check_folder_name(name: str) -> str:
+    """A name that becomes one folder under ``--out`` (experiment, suite, study): nothing that leaves it.
+
+    Raises ValueError (pydantic turns it into a located message); callers outside a model use
+    :func:`safe_folder_name`.
+    """
+    if not name or name.startswith(".") or any(c in name for c in "/\\") or any(c.isspace() or not c.isprintable()
+                                                                               for c in name):
+        raise ValueError(f"{name!r} must be non-empty, without spaces or slashes and not start with '.' "
+                         "(it names a folder under --out)")
+    return name
+
+
+def safe_folder_name(name: str, what: str) -> str:
+    """:func:`check_folder_name` for a CLI option or file key: one line naming ``what``."""
+    try:
+        return check_folder_name(name)
+    except ValueError as err:
+        raise ConfigError(f"{what}: {err}") from None
 
 
 class _Strict(BaseModel):
@@ -120,6 +144,7 @@ class TrainerConfig(_Strict):
     limit_val_batches: float | int | None = None
     check_val_every_n_epoch: int = Field(1, ge=1)
     logger: Literal["csv", "wandb"] = "csv"
+    wandb_checkpoints: bool = Field(False, description="W&B: upload the best checkpoint as a model artifact")
     channels_last: bool = False
     compile: bool = False
 
@@ -169,12 +194,10 @@ class ExperimentConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
-        if not v or any(c in v for c in "/\\ "):
-            raise ValueError("must be non-empty, without spaces or slashes (it names the run folder)")
-        return v
+        return check_folder_name(v)
 
     @model_validator(mode="after")
-    def _check_weights(self) -> "ExperimentConfig":
+    def _check_weights(self) -> ExperimentConfig:
         w = self.loss.deep_supervision_weights
         if w is not None and (not w or any(x < 0 for x in w)):
             raise ValueError("loss.deep_supervision_weights must be non-negative and non-empty")
@@ -213,6 +236,10 @@ class ExperimentConfig(_Strict):
 
 # ----------------------------------------------------------------------------- loading
 
+#: What ``--quick`` shrinks a validated config to: a smoke run in seconds.
+QUICK = {"image_size": 64, "subset": 16, "epochs": 1, "batch_size": 4}
+
+
 def _parse_value(text: str) -> Any:
     """`--set` values are YAML scalars: 1e-3 -> float, true -> bool, [a, b] -> list."""
     try:
@@ -221,22 +248,47 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def set_key(data: dict[str, Any], key: str, value: Any, what: str = "--set") -> dict[str, Any]:
+    """Put a typed ``value`` at dotted ``key`` of a raw config dict (sections are created as needed)."""
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{what} {key}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+    return data
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b=value`` pairs to a raw config dict (before validation)."""
+    """Apply ``a.b=value`` strings (``--set``, a suite's ``set:``) to a raw config dict, before validation."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set optimizer.lr=1e-4")
         key, _, raw = item.partition("=")
-        node = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {key}: '{part}' is not a section")
-            node = child
-        node[parts[-1]] = _parse_value(raw)
+        set_key(data, key, _parse_value(raw))
+    return data
+
+
+def shrink(data: dict[str, Any]) -> dict[str, Any]:
+    """--quick on a validated config's dict: small images, a subset, one epoch per phase, no download."""
+    ds = data.setdefault("dataset", {})
+    ds["image_size"] = min(int(ds.get("image_size", 224)), QUICK["image_size"])
+    ds["subset"] = QUICK["subset"]
+    ds["num_workers"] = 0
+    tr = data.setdefault("trainer", {})
+    tr["epochs"] = QUICK["epochs"]
+    tr["batch_size"] = min(int(tr.get("batch_size", 8)), QUICK["batch_size"])
+    options = data.setdefault("model", {}).setdefault("options", {})
+    if options.get("weights") == "imagenet":  # a smoke run downloads nothing
+        options["weights"] = "none"
+    for phase in data.get("phases") or []:
+        phase["epochs"] = QUICK["epochs"]
+        if phase.get("early_stopping"):
+            phase["early_stopping"]["patience"] = 1
     return data
 
 
@@ -299,10 +351,38 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read an experiment YAML (or the defaults), apply ``--set`` overrides, validate."""
-    data = read_yaml(path) if path else {}
-    if path and "name" not in data:
-        data["name"] = Path(path).stem
-    data = apply_overrides(data, overrides or [])
-    return parse_config(data, str(path or "--set"))
+def load_config(
+    source: str | Path | dict[str, Any] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    values: dict[str, Any] | None = None,
+    quick: bool = False,
+    synthetic: bool = False,
+    label: str | None = None,
+) -> ExperimentConfig:
+    """The one way to make an experiment config (CLI, suites, tune, tests).
+
+    ``source`` is a YAML path (its stem is the default name), a raw dict (not modified) or None
+    (the defaults). Then ``--set`` strings, then typed dotted ``values`` (a tuning trial's
+    parameters); the result is validated as written, and only then shrunk by ``quick`` and pointed
+    at the synthetic replica by ``synthetic``, so ``--quick`` never hides a bad value.
+    """
+    if isinstance(source, dict):
+        data = copy.deepcopy(source)  # never edit the caller's nested dicts
+    elif source is not None:
+        data = read_yaml(source)
+        data.setdefault("name", Path(source).stem)
+    else:
+        data = {}
+    where = label or (str(source) if source is not None and not isinstance(source, dict) else "--set")
+    apply_overrides(data, list(overrides))
+    for key, value in (values or {}).items():
+        set_key(data, key, value, what="tune.params")
+    cfg = parse_config(data, where)
+    if not (quick or synthetic):
+        return cfg
+    if quick:
+        shrink(data)
+    if synthetic:
+        data.setdefault("dataset", {})["root"] = str(settings().synthetic_root())
+    return parse_config(data, where)

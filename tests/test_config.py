@@ -77,3 +77,112 @@ def test_config_hash_ignores_descriptions_only() -> None:
     b = ExperimentConfig(description="words")
     c = ExperimentConfig(trainer={"seed": 1})
     assert a.config_hash() == b.config_hash() != c.config_hash()
+
+
+# ----------------------------------------------------------------------------- one loader, --quick after validation
+
+@pytest.mark.parametrize("override", ["trainer.epochs=ten", "trainer.epochs=-2", "trainer.batch_size=four",
+                                      "dataset.image_size=big"])
+def test_quick_never_hides_a_bad_value(override: str) -> None:
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as exc:
+        load_config(None, [override], quick=True, synthetic=True)
+    assert len(str(exc.value).splitlines()) == 1
+
+
+def test_quick_and_synthetic_apply_after_validation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LESIONBENCH_SYNTHETIC", str(tmp_path / "replica"))
+    raw = {"name": "x", "trainer": {"epochs": 7, "batch_size": 16}, "dataset": {"image_size": 256},
+           "model": {"name": "smp:Unet/resnet18", "options": {"weights": "imagenet"}},
+           "phases": [{"name": "a", "epochs": 3, "early_stopping": {"patience": 9}}]}
+    cfg = load_config(raw, ["optimizer.lr=1e-4"], quick=True, synthetic=True)
+    assert (cfg.trainer.epochs, cfg.trainer.batch_size, cfg.dataset.image_size, cfg.dataset.subset) == (1, 4, 64, 16)
+    assert cfg.phases[0].epochs == 1 and cfg.phases[0].early_stopping.patience == 1
+    assert cfg.model.options["weights"] == "none" and cfg.optimizer.lr == pytest.approx(1e-4)
+    assert cfg.dataset.root == str(tmp_path / "replica")
+    assert raw["trainer"] == {"epochs": 7, "batch_size": 16} and "root" not in raw["dataset"], "caller's dict untouched"
+    assert load_config(raw) == load_config(raw, quick=False, synthetic=False)
+
+
+def test_typed_values_use_the_same_setter_as_set(tmp_path: Path) -> None:
+    cfg = load_config({"name": "t"}, ["trainer.epochs=3"], values={"optimizer.lr": 0.02, "loss.terms": [{"name": "dice"}]})
+    assert cfg.trainer.epochs == 3 and cfg.optimizer.lr == 0.02 and [t.name for t in cfg.loss.terms] == ["dice"]
+    with pytest.raises(ConfigError, match="tune.params optimizer.lr.x: 'lr' is not a section"):
+        load_config({"optimizer": {"lr": 0.1}}, values={"optimizer.lr.x": 1})
+
+
+# ----------------------------------------------------------------------------- names that stay under --out
+
+@pytest.mark.parametrize("name", ["..", "../../x", "a/b", ".hidden", "with space", "", "a\\b"])
+def test_folder_names_cannot_leave_out(name: str, tmp_path: Path) -> None:
+    from lesionbench.config import safe_folder_name
+    from lesionbench.studies.suite import load_suite
+
+    with pytest.raises(ConfigError, match="--study-name"):
+        safe_folder_name(name, "--study-name")
+    with pytest.raises(ConfigError, match="name"):
+        load_config(None, [f"name={name!r}"])
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"name: {name!r}\nexperiments: []\n")
+    with pytest.raises(ConfigError, match="name"):
+        load_suite(str(suite))
+
+
+def test_good_folder_names_pass() -> None:
+    from lesionbench.config import safe_folder_name
+
+    for name in ("demo", "isic2018_fct_resnet50", "kvasir-seg_smp-Unet-resnet34", "demo+synthetic+quick", "a.b"):
+        assert safe_folder_name(name, "--suite") == name
+
+
+# ----------------------------------------------------------------------------- the environment, read in one place
+
+def test_weights_default_is_read_when_a_model_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lesionbench.models.weights import DEFAULT_WEIGHTS, weights_kind
+
+    monkeypatch.setenv("LESIONBENCH_WEIGHTS", "none")
+    assert weights_kind(DEFAULT_WEIGHTS) == "none"
+    monkeypatch.setenv("LESIONBENCH_WEIGHTS", "imagenet")
+    assert weights_kind(DEFAULT_WEIGHTS) == "imagenet"
+    monkeypatch.delenv("LESIONBENCH_WEIGHTS")
+    assert weights_kind(DEFAULT_WEIGHTS) == "imagenet" and weights_kind("none") == "none"
+
+
+def test_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lesionbench.errors import LesionBenchError
+    from lesionbench.settings import settings
+
+    monkeypatch.delenv("LESIONBENCH_DATA", raising=False)
+    with pytest.raises(LesionBenchError, match="LESIONBENCH_DATA is not set: export LESIONBENCH_DATA="):
+        settings().data_root()
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "soon")
+    with pytest.raises(LesionBenchError, match="WANDB_INIT_TIMEOUT='soon'"):
+        settings()
+
+
+def test_no_package_module_reads_the_environment_itself() -> None:
+    root = Path(__file__).parents[1] / "lesionbench"
+    readers = [p.relative_to(root) for p in root.rglob("*.py")
+               if p.name != "settings.py" and any(s in p.read_text() for s in ("os.environ", "os.getenv"))]
+    assert readers == [], f"read the environment through lesionbench.settings: {readers}"
+
+
+def test_cli_flags_become_config_and_warnings_stay_on(tmp_path: Path) -> None:
+    """--wandb-checkpoints is a config option (not an environment variable); no blanket warning filter."""
+    import warnings
+
+    from typer.testing import CliRunner
+
+    from lesionbench.cli import app
+
+    exp = tmp_path / "e.yaml"
+    exp.write_text("name: e\n")
+    before = list(warnings.filters)
+    try:
+        result = CliRunner().invoke(app, ["run", str(exp), "--wandb-checkpoints", "--logger", "csv", "--dry-run"])
+        assert result.exit_code == 0, result.output
+        assert not [f for f in warnings.filters if f[0] == "ignore" and f[1] is None and f[2] is Warning]
+    finally:
+        warnings.filters[:] = before
+    assert "LESIONBENCH_WANDB_CHECKPOINTS" not in __import__("os").environ
+    assert load_config(None, ["trainer.wandb_checkpoints=true"]).trainer.wandb_checkpoints

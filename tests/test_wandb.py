@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import struct
 import time
 from pathlib import Path
@@ -67,6 +68,7 @@ def test_offline_wandb_run_writes_metrics_tables_and_images(synthetic_env: Path,
     run_dir = tmp_path / "suite-x" / "wb__s7"
     train(cfg, run_dir, suite="suite-x", progress=False)
     finish_wandb()
+    assert "WANDB_MODE" not in os.environ, "offline mode is this run's, not the process's"
     out = capsys.readouterr().out
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
     assert f"wandb sync {offline}" in out and out.count("wandb sync") == 1

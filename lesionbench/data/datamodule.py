@@ -26,6 +26,7 @@ from lesionbench.data.layouts import Layout, Sample, get_layout, locate, scan
 from lesionbench.data.splits import PARTS, load_or_create
 from lesionbench.data.transforms import build_transforms
 from lesionbench.errors import LesionBenchError
+from lesionbench.settings import settings
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +44,10 @@ def resolve_root(name: str, root: str | None = None) -> Path:
     layout = get_layout(name)
     base = _synthetic_base(name, root)
     if base is None:
-        root = root or os.environ.get("LESIONBENCH_DATA")
-        if not root:
+        if not root and settings().data is None:
             raise LesionBenchError(f"dataset {name}: set dataset.root or $LESIONBENCH_DATA to the folder with the "
                                    "unzipped archives (or use dataset 'synthetic')")
-        base = Path(root).expanduser()
+        base = Path(root).expanduser() if root else settings().data_root()
     found = locate(layout, base)
     if found is not None:
         return found
@@ -56,8 +56,8 @@ def resolve_root(name: str, root: str | None = None) -> Path:
 
 def work_dir(root: Path) -> Path:
     """Where splits and caches go: $LESIONBENCH_WORKDIR, else <root>/.lesionbench (if writable)."""
-    if os.environ.get("LESIONBENCH_WORKDIR"):
-        return Path(os.environ["LESIONBENCH_WORKDIR"]) / hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:8]
+    if settings().workdir is not None:
+        return settings().workdir / hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:8]
     if os.access(root, os.W_OK):
         return root / ".lesionbench"
     return Path.home() / ".cache" / "lesionbench" / hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:8]

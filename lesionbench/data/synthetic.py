@@ -9,7 +9,6 @@ of (seed, ISIC number), so an id shared by two editions has identical bytes, as 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from PIL import Image
 
 from lesionbench.data.layouts import LAYOUTS, TASK2_ATTRIBUTES
 from lesionbench.data.render import render_polyp, render_skin
+from lesionbench.settings import settings
 
 VERSION = 2
 MARKER = ".lesionbench-synthetic.json"
@@ -35,7 +35,7 @@ _ID_BASE = {("isic2016", "train"): 0, ("isic2016", "test"): 5000, ("isic2017", "
 
 def default_root() -> Path:
     """$LESIONBENCH_SYNTHETIC, else ./data/synthetic."""
-    return Path(os.environ.get("LESIONBENCH_SYNTHETIC") or Path.cwd() / "data" / "synthetic")
+    return settings().synthetic_root()
 
 
 def _ids(dataset: str, split: str, counts: dict[str, dict[str, int]]) -> list[int]:

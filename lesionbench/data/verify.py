@@ -93,8 +93,9 @@ def verify(name: str, root: str | Path) -> VerifyReport:
                 if not (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}):
                     shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
                     report.errors.append(f"{m}: mask is not binary (values {shown}; expected 0 and 255)")
-    if not report.counts:
+    if not report.counts:  # a wrong root: one error, not a warning per missing folder
         first = next(iter(layout.splits.values()))
+        report.warnings.clear()
         report.errors.append(f"{root}: no {name} split found (expected e.g. {first.image_dirs[0]}/ and "
                              f"{first.mask_dirs[0]}/; get them from {layout.source})")
     return report

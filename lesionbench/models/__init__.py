@@ -5,6 +5,7 @@ Public API: ``create_model``, ``list_models``, ``register_model``, ``ModelInfo``
 ``load_pretrained``, ``load_encoder_weights``, ``save_encoder_weights``.
 """
 
+import lesionbench.imports  # noqa: F401 - loads timm without wandb, before smp does
 from lesionbench.models.base import SegmentationModel, count_params, freeze, unfreeze
 from lesionbench.models.registry import ModelInfo, create_model, list_models, model_names, register_model
 from lesionbench.models.weights import (

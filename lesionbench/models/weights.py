@@ -7,7 +7,6 @@ a local file must fail with one clear line, not a 40-line ``load_state_dict`` tr
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +14,31 @@ import torch
 from torch import nn
 
 from lesionbench.errors import LesionBenchError
+from lesionbench.settings import settings
 
-#: ``weights`` default; set ``LESIONBENCH_WEIGHTS=none`` to build offline (CI, smoke runs).
-DEFAULT_WEIGHTS = os.environ.get("LESIONBENCH_WEIGHTS", "imagenet")
+#: ``weights`` default, resolved when a model is built: $LESIONBENCH_WEIGHTS, else imagenet
+#: (``LESIONBENCH_WEIGHTS=none`` builds offline: CI, smoke runs).
+DEFAULT_WEIGHTS = "default"
 #: Keys of classifier heads that an ImageNet checkpoint carries and an encoder lacks.
 _IGNORED_PREFIXES = ("fc.", "classifier.", "head.", "head_", "aux_logits")
 _STRIP_PREFIXES = ("module.", "model.", "encoder.", "backbone.")
 
 
+def resolve_weights(weights: str | None) -> str:
+    """``default`` -> the value of $LESIONBENCH_WEIGHTS now (read through settings, not at import)."""
+    w = (weights or "none").strip()
+    return settings().weights.strip() if w.lower() == DEFAULT_WEIGHTS else w
+
+
 def weights_kind(weights: str | None) -> str:
     """'imagenet', 'none' or 'path' (anything else is a file)."""
-    w = (weights or "none").strip()
+    w = resolve_weights(weights)
     return w.lower() if w.lower() in ("imagenet", "none") else "path"
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a .pth/.pt/.ckpt (optionally {'state_dict': ...}) or .safetensors file on CPU."""
-    p = Path(path).expanduser()
+    p = Path(resolve_weights(str(path))).expanduser()
     if not p.is_file():
         raise LesionBenchError(f"{p}: encoder weights file not found (model.options.weights: "
                                "use imagenet, none, or the path of a .pth/.safetensors file)")

@@ -146,7 +146,7 @@ def bench_epoch(s: Settings, root: Path, work: Path, log: Callable[[str], None])
     """One ISIC 2018 Task 1 epoch (train + validation) at ``epoch_size`` from full-size images."""
     from lesionbench.data import SegmentationDataModule
     from lesionbench.studies import bench_measure as m
-    from lesionbench.training.callbacks import build_trainer, release_loggers
+    from lesionbench.training.callbacks import build_trainer
     from lesionbench.training.task import SegmentationTask
 
     done = _phase(f"ISIC 2018 epoch ({s.epoch_images} images, {s.epoch_size} px)", log)
@@ -162,7 +162,6 @@ def bench_epoch(s: Settings, root: Path, work: Path, log: Callable[[str], None])
     t = time.perf_counter()
     trainer.fit(task, datamodule=dm)
     seconds = time.perf_counter() - t
-    release_loggers(work / "epoch-run")
     done()
     return {"model": name, "images": len(dm.train_ids), "val_images": len(dm.val_ids), "size": s.epoch_size,
             "batch": s.epoch_batch, "augmentation": "seed002", "cache_build_s": build, "epoch_s": seconds,

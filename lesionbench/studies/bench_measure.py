@@ -20,7 +20,7 @@ from lesionbench.config import DatasetConfig, ExperimentConfig, ModelConfig, Tra
 from lesionbench.data import SegmentationDataModule
 from lesionbench.models import create_model
 from lesionbench.models.registry import accepts_option
-from lesionbench.training.callbacks import build_trainer, release_loggers
+from lesionbench.training.callbacks import build_trainer
 from lesionbench.training.losses import build_loss
 from lesionbench.training.optim import build_optimizer
 from lesionbench.training.profile import latency_ms, peak_memory
@@ -91,7 +91,6 @@ def lightning_steps(task: SegmentationTask, dm: SegmentationDataModule, cfg: Exp
     timer = StepTimer(warmup, steps, device)
     trainer, _ = build_trainer(cfg, task.phases[0], run_dir / "checkpoints", run_dir, [timer], progress=False)
     trainer.fit(task, datamodule=dm)  # cfg.trainer.compile / channels_last act in task.configure_model
-    release_loggers(run_dir)
     if timer.t1 <= timer.t0:
         raise RuntimeError(f"bench: Lightning ran fewer than {warmup + steps} steps (too few training images?)")
     return timer.seconds, timer.threads

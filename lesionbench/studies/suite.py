@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import copy
-import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lesionbench.config import (
-    ConfigError, ExperimentConfig, apply_overrides, format_validation_error, parse_config, read_yaml,
+    ConfigError, ExperimentConfig, check_folder_name, format_validation_error, load_config, read_yaml,
 )
+from lesionbench.settings import settings
 
 
 def experiments_dir() -> Path:
     """$LESIONBENCH_EXPERIMENTS, else ./experiments, else the one beside the package."""
-    env = os.environ.get("LESIONBENCH_EXPERIMENTS")
-    for candidate in (Path(env) if env else None, Path.cwd() / "experiments",
+    for candidate in (settings().experiments, Path.cwd() / "experiments",
                       Path(__file__).resolve().parents[2] / "experiments"):
         if candidate is not None and candidate.is_dir():
             return candidate
@@ -54,14 +53,16 @@ class SuiteConfig(BaseModel):
     matrix: Matrix | None = None
     suites: list[str] = Field(default_factory=list, description="Other suites to include")
 
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        return check_folder_name(v)  # it names the results folder under --out
+
 
 @dataclass
 class PlannedRun:
     name: str
     config: ExperimentConfig
-
-
-QUICK = {"image_size": 64, "subset": 16, "epochs": 1, "batch_size": 4}
 
 
 def load_suite(name_or_path: str) -> SuiteConfig:
@@ -81,36 +82,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
 
 
-def shrink(data: dict[str, Any]) -> dict[str, Any]:
-    """--quick: small images, a subset, one epoch per phase, no pretrained download: a smoke run."""
-    ds = data.setdefault("dataset", {})
-    ds["image_size"] = min(int(ds.get("image_size", 224)), QUICK["image_size"])
-    ds["subset"] = QUICK["subset"]
-    ds["num_workers"] = 0
-    tr = data.setdefault("trainer", {})
-    tr["epochs"] = QUICK["epochs"]
-    tr["batch_size"] = min(int(tr.get("batch_size", 8)), QUICK["batch_size"])
-    options = data.setdefault("model", {}).setdefault("options", {})
-    if options.get("weights") == "imagenet":  # a smoke run downloads nothing
-        options["weights"] = "none"
-    for phase in data.get("phases") or []:
-        phase["epochs"] = QUICK["epochs"]
-        if phase.get("early_stopping"):
-            phase["early_stopping"]["patience"] = 1
-    return data
-
-
-def make_config(data: dict[str, Any], source: str, overrides: list[str], quick: bool, synthetic: bool) -> ExperimentConfig:
-    data = apply_overrides(copy.deepcopy(data), overrides)  # never edit the caller's nested dicts
-    if quick:
-        data = shrink(data)
-    if synthetic:
-        from lesionbench.data.synthetic import default_root
-
-        data.setdefault("dataset", {})["root"] = str(default_root())
-    return parse_config(data, source)
-
-
 def expand_experiment(path: str | Path, overrides: list[str], quick: bool, synthetic: bool,
                       seeds: list[int] | None = None) -> list[PlannedRun]:
     path = Path(path)
@@ -121,7 +92,7 @@ def expand_experiment(path: str | Path, overrides: list[str], quick: bool, synth
     runs = []
     for seed in seeds or [None]:
         extra = [f"trainer.seed={seed}"] if seed is not None else []
-        cfg = make_config(data, str(path), [*overrides, *extra], quick, synthetic)
+        cfg = load_config(data, [*overrides, *extra], quick=quick, synthetic=synthetic, label=str(path))
         runs.append(PlannedRun(f"{cfg.name}__s{cfg.trainer.seed}", cfg))
     return runs
 
@@ -150,7 +121,8 @@ def expand_suite(suite: SuiteConfig, overrides: list[str] = (), quick: bool = Fa
                     data = {**base, "name": f"{dataset}_{label}", "model": {"name": model.name, "options": model.options},
                             "dataset": {**base.get("dataset", {}), "name": dataset},
                             "trainer": {**base.get("trainer", {}), "seed": seed}}
-                    cfg = make_config(data, f"{base_path} [{dataset} × {model.name}]", extra, quick, synthetic)
+                    cfg = load_config(data, extra, quick=quick, synthetic=synthetic,
+                                      label=f"{base_path} [{dataset} × {model.name}]")
                     runs.append(PlannedRun(f"{cfg.name}__s{seed}", cfg))
     unique: dict[str, PlannedRun] = {}
     for run in runs:

@@ -9,7 +9,6 @@ re-queued, and a worker that lands on a point another already took closes its tr
 
 from __future__ import annotations
 
-import copy
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -19,12 +18,14 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from lesionbench.config import ConfigError, ExperimentConfig, SearchParam, TuneConfig, apply_overrides, read_yaml
+from lesionbench.config import (
+    ConfigError, ExperimentConfig, SearchParam, TuneConfig, apply_overrides, load_config, read_yaml,
+)
 from lesionbench.io import atomic_write_json, atomic_write_text, read_json
-from lesionbench.studies.suite import experiments_dir, make_config, suite_dir_name
+from lesionbench.studies.suite import experiments_dir, suite_dir_name
 from lesionbench.studies.tune_support import (
     EpochPruning, build_storage, duplicate_of, grid_coverage, grid_has_work, grid_size, grid_space, reap_dead,
-    requeue_failed, save_plots, set_dotted, unstamped_running, worker_id, ORPHAN_GRACE_S,
+    requeue_failed, save_plots, unstamped_running, worker_id, ORPHAN_GRACE_S,
 )
 
 @dataclass
@@ -66,7 +67,7 @@ def load_experiment(path: str | Path, opts: TuneOptions) -> tuple[dict[str, Any]
     data = read_yaml(path)
     data.setdefault("name", path.stem)
     data = apply_overrides(data, list(opts.overrides))
-    cfg = make_config(copy.deepcopy(data), str(path), [], opts.quick, opts.synthetic)  # make_config edits in place
+    cfg = load_config(data, quick=opts.quick, synthetic=opts.synthetic, label=str(path))
     if cfg.tune is None or not cfg.tune.params:
         raise ConfigError(f"{path}: no `tune.params` to search (see experiments/kvasir_resnet50_unet.yaml)")
     from lesionbench.training.task import selection_monitor
@@ -87,7 +88,7 @@ def _check_param(p: SearchParam, data: dict[str, Any], source: str) -> None:
         raise ConfigError(f"{source}: tune.params {p.name}: {p.type} needs `low` <= `high`")
     sample = p.choices[0] if p.type == "categorical" else (int(p.low) if p.type == "int" else p.low)
     try:
-        make_config(set_dotted(copy.deepcopy(data), p.name, sample), source, [], False, False)
+        load_config(data, values={p.name: sample}, label=source)
     except ConfigError as err:
         raise ConfigError(f"{source}: tune.params {p.name} is not a valid config key: {err}".splitlines()[0]) from None
 
@@ -119,10 +120,7 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
 # ----------------------------------------------------------------------------- the study
 
 def trial_config(data: dict[str, Any], params: dict[str, Any], source: str, quick: bool, synthetic: bool) -> ExperimentConfig:
-    raw = copy.deepcopy(data)
-    for key, value in params.items():
-        set_dotted(raw, key, value)
-    return make_config(raw, source, [], quick, synthetic)
+    return load_config(data, values=params, quick=quick, synthetic=synthetic, label=source)
 
 
 def run_study(experiment: str | Path, opts: TuneOptions,

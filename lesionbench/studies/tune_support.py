@@ -24,21 +24,6 @@ HEARTBEAT_S, GRACE_S = 30, 120
 TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
 
-def set_dotted(data: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
-    """Put a typed value at ``a.b.c`` (``--set`` parses strings; search values are already typed)."""
-    node = data
-    parts = key.split(".")
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"tune.params {key}: '{part}' is not a section")
-        node = child
-    node[parts[-1]] = value
-    return data
-
-
 def build_storage(url: str) -> optuna.storages.BaseStorage:
     """An Optuna storage from a URL: RDB (sqlite/postgresql/mysql) with heartbeats, or journal:///file."""
     if url.startswith("journal://"):

@@ -21,8 +21,12 @@ def build_trainer(
     run_dir: Path,
     extra: list[Callback],
     progress: bool = True,
+    loggers: list[Logger] | None = None,
 ) -> tuple[L.Trainer, ModelCheckpoint]:
-    """One Trainer per phase: checkpoint on the recipe's validation metric, optional early stopping."""
+    """One Trainer per phase: checkpoint on the recipe's validation metric, optional early stopping.
+
+    ``loggers``: the run's own (train() makes them once for all its phases); default: new ones.
+    """
     monitor, mode = selection_monitor(cfg, phase)
     ckpt = ModelCheckpoint(
         dirpath=phase_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1, save_last=True,
@@ -47,7 +51,7 @@ def build_trainer(
         limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches,
         check_val_every_n_epoch=t.check_val_every_n_epoch,
-        logger=run_loggers(cfg, run_dir),
+        logger=loggers if loggers is not None else run_loggers(cfg, run_dir),
         callbacks=callbacks,
         enable_progress_bar=progress,
         enable_model_summary=False,
@@ -57,27 +61,17 @@ def build_trainer(
     return trainer, ckpt
 
 
-_LOGGERS: dict[Path, list[Logger]] = {}
-
-
 def run_loggers(cfg: ExperimentConfig, run_dir: Path) -> list[Logger]:
-    """One set of loggers per run, shared by its phases, so logs/metrics.csv holds every epoch."""
-    key = run_dir.resolve()
-    if key not in _LOGGERS:
-        metrics = run_dir / "logs" / "metrics.csv"
-        resuming = any((run_dir / "checkpoints").glob("*/last.ckpt"))
-        if metrics.is_file() and not resuming:  # a fresh start over an old folder: its old log goes
-            metrics.unlink()
-        elif metrics.is_file():  # a resumed run: keep the earlier epochs (CSVLogger would delete them)
-            n = len(list(metrics.parent.glob("metrics.before-*.csv")))
-            metrics.rename(metrics.parent / f"metrics.before-{n}.csv")
-        _LOGGERS[key] = [CSVLogger(save_dir=run_dir, name="logs", version=""), *build_loggers(cfg, run_dir)]
-    return _LOGGERS[key]
-
-
-def release_loggers(run_dir: Path) -> list[Logger]:
-    """Forget a finished run's loggers (returned so the caller can finalise them)."""
-    return _LOGGERS.pop(run_dir.resolve(), [])
+    """A run's loggers, made once by its owner and shared by its phases, so logs/metrics.csv holds
+    every epoch; the owner closes them (training.loggers.close_loggers)."""
+    metrics = run_dir / "logs" / "metrics.csv"
+    resuming = any((run_dir / "checkpoints").glob("*/last.ckpt"))
+    if metrics.is_file() and not resuming:  # a fresh start over an old folder: its old log goes
+        metrics.unlink()
+    elif metrics.is_file():  # a resumed run: keep the earlier epochs (CSVLogger would delete them)
+        n = len(list(metrics.parent.glob("metrics.before-*.csv")))
+        metrics.rename(metrics.parent / f"metrics.before-{n}.csv")
+    return [CSVLogger(save_dir=run_dir, name="logs", version=""), *build_loggers(cfg, run_dir)]
 
 
 def merge_csv_logs(log_dir: Path) -> None:

@@ -2,12 +2,12 @@
 
 ``trainer.logger: wandb`` (or ``--logger wandb``) attaches Lightning's WandbLogger. Without an
 API key it runs offline (``wandb sync`` later); if W&B cannot start at all the run goes on with
-CSV logging only. A W&B problem never fails or blocks a training.
+CSV logging only. A W&B problem never fails or blocks a training. ``wandb`` is imported only
+when it is asked for: a CSV run never loads it.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -20,19 +20,18 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 
 from lesionbench.config import ExperimentConfig
+from lesionbench.settings import settings
 
 WANDB_PROJECT = "lesionbench"
-#: Set to 1 (``--wandb-checkpoints``) to upload the best checkpoint as a W&B model artifact.
-CHECKPOINTS_ENV = "LESIONBENCH_WANDB_CHECKPOINTS"
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 
 
 def _has_api_key() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
+    env = settings()
+    if env.wandb_api_key:
         return True
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
     try:
-        return "api.wandb.ai" in netrc.read_text()
+        return "api.wandb.ai" in env.netrc.read_text()
     except OSError:
         return False
 
@@ -53,12 +52,25 @@ def finish_wandb() -> None:
             warnings.warn(f"W&B: could not close the run cleanly ({err})")
 
 
+def close_loggers(loggers: list[Logger]) -> None:
+    """End what a run opened (its W&B run), so the next run in this process starts its own."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:
+            try:
+                logger.experiment.finish()
+            except Exception as err:  # noqa: BLE001 - never fail a finished run over its upload
+                warnings.warn(f"W&B: could not close the run cleanly ({err})", stacklevel=2)
+
+
 def build_loggers(cfg: ExperimentConfig, run_dir: Path) -> list[Logger]:
     """W&B when the config asks for it: project lesionbench, group = suite or study folder."""
     if cfg.trainer.logger != "wandb":
         return []
-    if not _has_api_key() and os.environ.get("WANDB_MODE") is None:
-        os.environ["WANDB_MODE"] = "offline"
+    env = settings()
+    # offline without a key, for this run only (the process environment is left alone)
+    mode = "offline" if env.wandb_mode is None and not _has_api_key() else env.wandb_mode
     try:
         import wandb
         from lightning.pytorch.loggers import WandbLogger
@@ -67,8 +79,8 @@ def build_loggers(cfg: ExperimentConfig, run_dir: Path) -> list[Logger]:
         logger = WandbLogger(
             project=WANDB_PROJECT, group=run_dir.parent.name, name=run_name(cfg, run_dir), save_dir=str(run_dir),
             tags=[cfg.dataset.name, cfg.model.name[:64], f"seed{cfg.trainer.seed}"], job_type="train",
-            config=cfg.model_dump(mode="json"), log_model=os.environ.get(CHECKPOINTS_ENV, "") in ("1", "true"),
-            settings=wandb.Settings(init_timeout=float(os.environ.get("WANDB_INIT_TIMEOUT", 60)), silent=True),
+            config=cfg.model_dump(mode="json"), log_model=cfg.trainer.wandb_checkpoints, mode=mode,
+            settings=wandb.Settings(init_timeout=env.wandb_init_timeout, silent=True),
         )
         experiment = logger.experiment  # start now, so a W&B problem surfaces here, not mid-training
     except Exception as err:  # noqa: BLE001 - no network, bad key, service crash: keep training

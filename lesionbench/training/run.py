@@ -13,11 +13,13 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import Logger
 
 from lesionbench.config import ExperimentConfig
 from lesionbench.data import SegmentationDataModule
 from lesionbench.io import atomic_write_csv, atomic_write_json, atomic_write_text, read_json
-from lesionbench.training.callbacks import build_trainer, merge_csv_logs, release_loggers
+from lesionbench.training.callbacks import build_trainer, merge_csv_logs, run_loggers
+from lesionbench.training.loggers import close_loggers
 from lesionbench.training.metrics import summarize
 from lesionbench.training.profile import measure_cost
 from lesionbench.training.provenance import provenance
@@ -60,12 +62,13 @@ def train(
 ) -> RunResult:
     """Fit every phase, restore the best weights, test them, write the run folder (see _train).
 
-    The run's loggers are shared by its phases and dropped when it ends, finished or not.
+    The run owns its loggers: made once, shared by its phases, closed when it ends, finished or not.
     """
+    loggers = run_loggers(cfg, Path(run_dir))
     try:
-        return _train(cfg, Path(run_dir), suite, callbacks, progress)
+        return _train(cfg, Path(run_dir), suite, callbacks, progress, loggers)
     finally:
-        release_loggers(Path(run_dir))
+        close_loggers(loggers)
 
 
 def _train(
@@ -74,6 +77,7 @@ def _train(
     suite: str,
     callbacks: list[Callback] | None,
     progress: bool,
+    loggers: list[Logger],
 ) -> RunResult:
     """Fit every phase, restore the best weights, test them, write the run folder.
 
@@ -105,7 +109,7 @@ def _train(
             _load_weights(task, phase_dir / best["best"])
             best_val, train_time = best.get("score"), train_time + best.get("seconds", 0.0)
             continue
-        trainer, ckpt = build_trainer(cfg, phase, phase_dir, run_dir, callbacks or [], progress)
+        trainer, ckpt = build_trainer(cfg, phase, phase_dir, run_dir, callbacks or [], progress, loggers)
         last = phase_dir / "last.ckpt"
         start = time.perf_counter()
         trainer.fit(task, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
@@ -123,7 +127,8 @@ def _train(
         writer.json(done.relative_to(run_dir), {"best": best_path.name, "score": best_val, "seconds": seconds})
 
     if trainer is None:  # every phase was done before an interruption: a fresh trainer tests
-        trainer, _ = build_trainer(cfg, task.phases[-1], run_dir / "checkpoints" / "test", run_dir, [], progress)
+        trainer, _ = build_trainer(cfg, task.phases[-1], run_dir / "checkpoints" / "test", run_dir, [], progress,
+                                   loggers)
     dm.setup("test")
     trainer.test(task, datamodule=dm, verbose=False)
     if not trainer.is_global_zero:
