@@ -182,6 +182,10 @@ def predict(
     run_dir: RunDir,
     out: Annotated[Path, typer.Option("--out", help="Folder for <stem>_mask.png and <stem>_overlay.png")] = Path("predictions"),
     tta: Annotated[bool, typer.Option("--tta", help="Average over horizontal and vertical flips")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="lesionbench, or isic: only <id>_segmentation.png / "
+                                     "<id>_attribute_<name>.png, as the ISIC challenge accepts")] = "lesionbench",
+    overlays: Annotated[Optional[Path], typer.Option("--overlays", help="Folder for overlays (isic: off unless given)")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace files that already exist in --out")] = False,
 ) -> None:
     """Segment images with a trained run: binary masks (0/255) and overlays at each image's size.
 
@@ -190,7 +194,7 @@ def predict(
     from lesionbench.inference.predict import predict_files
 
     _quiet()
-    written = predict_files(run_dir, images, out, tta=tta)
+    written = predict_files(run_dir, images, out, tta=tta, fmt=fmt, overlays=overlays, overwrite=overwrite)
     console.print(f"{len(written)} files written to {out}")
 
 

@@ -159,3 +159,52 @@ def test_cam_at_last_layer_is_classic_cam(tmp_path: Path) -> None:
     cam = torch.relu(logit - task.model.head.bias[0]).detach().numpy()
     cam = (cam - cam.min()) / (cam.max() - cam.min() + 1e-7)
     assert np.abs(heat - cam).max() < 1e-3
+
+
+def _ds_cfg(dataset: str) -> ExperimentConfig:
+    cfg = _cfg({"name": "unet", "options": {"base_channels": 8}})
+    return cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"name": dataset})})
+
+
+def test_predict_isic_format_is_only_challenge_masks(tmp_path: Path) -> None:
+    """Task 1: <id>_segmentation.png only; Task 2: the five <id>_attribute_<name>.png; 0/255, L, original size."""
+    from lesionbench.data.layouts import TASK2_ATTRIBUTES
+    from lesionbench.inference.predict import predict_files
+    a = _image(tmp_path / "ISIC_0000001.jpg", 50, 37, 1)
+    b = _image(tmp_path / "ISIC_0000002.png", 23, 61, 2)
+    run1 = fake_run(tmp_path / "run1", _ds_cfg("isic2018"))
+    predict_files(run1, [a, b], tmp_path / "t1", fmt="isic", overlays=tmp_path / "over")
+    assert sorted(p.name for p in (tmp_path / "t1").iterdir()) == ["ISIC_0000001_segmentation.png",
+                                                                   "ISIC_0000002_segmentation.png"]
+    assert sorted(p.name for p in (tmp_path / "over").iterdir()) == ["ISIC_0000001_overlay.png",
+                                                                     "ISIC_0000002_overlay.png"]
+    for name, (w, h) in (("ISIC_0000001", (50, 37)), ("ISIC_0000002", (23, 61))):
+        img = Image.open(tmp_path / "t1" / f"{name}_segmentation.png")
+        assert img.mode == "L" and img.size == (w, h) and set(np.unique(np.asarray(img))) <= {0, 255}
+    run2 = fake_run(tmp_path / "run2", _ds_cfg("isic2018-task2"))
+    predict_files(run2, [a], tmp_path / "t2", fmt="isic")  # no --overlays: no overlays anywhere
+    assert sorted(p.name for p in (tmp_path / "t2").iterdir()) == sorted(
+        f"ISIC_0000001_attribute_{n}.png" for n in TASK2_ATTRIBUTES)
+    assert set(TASK2_ATTRIBUTES) == {"globules", "milia_like_cyst", "negative_network", "pigment_network", "streaks"}
+    with pytest.raises(LesionBenchError, match="--format isic: the run was trained on kvasir-seg"):
+        predict_files(fake_run(tmp_path / "run3", _ds_cfg("kvasir-seg")), [a], tmp_path / "t3", fmt="isic")
+    with pytest.raises(LesionBenchError, match="must differ from --out"):
+        predict_files(run1, [a], tmp_path / "t4", fmt="isic", overlays=tmp_path / "t4")
+
+
+def test_predict_never_overwrites_silently(tmp_path: Path) -> None:
+    from lesionbench.inference.predict import predict_files
+    run = fake_run(tmp_path / "run", _ds_cfg("isic2018"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    x1, x2 = _image(tmp_path / "a" / "x.png", 30, 20, 1), _image(tmp_path / "b" / "x.jpg", 30, 20, 2)
+    with pytest.raises(LesionBenchError, match=r"a/x\.png and .*b/x\.jpg would both write .*x_mask\.png") as err:
+        predict_files(run, [x1, x2], tmp_path / "out")
+    assert "\n" not in str(err.value) and not (tmp_path / "out").exists()  # refused before writing anything
+    first = predict_files(run, [x1], tmp_path / "out")
+    before = {p: p.read_bytes() for p in first}
+    with pytest.raises(LesionBenchError, match=r"x_mask\.png: already exists; pass --overwrite"):
+        predict_files(run, [x2], tmp_path / "out")
+    assert {p: p.read_bytes() for p in first} == before
+    again = predict_files(run, [x2], tmp_path / "out", overwrite=True)
+    assert sorted(again) == sorted(first)

@@ -91,6 +91,19 @@ class SegmentationDataset(Dataset):
         return item
 
 
+def seed_worker(worker_id: int) -> None:
+    """Loader worker start: Lightning's numpy/random/torch seeding, plus the albumentations Compose
+    seeded from this worker's torch seed, which the loader's seeded generator derives per epoch
+    and per worker (so workers differ, epochs differ, and a re-run repeats them all)."""
+    from lightning.fabric.utilities.seed import pl_worker_init_function
+
+    pl_worker_init_function(worker_id)
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(info.dataset, "transform", None) if info else None
+    if info and hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(info.seed % 2**32)
+
+
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     """default_collate, except ``orig_mask`` stays a list (sizes differ per image)."""
     out = default_collate([{k: v for k, v in b.items() if k != "orig_mask"} for b in batch])
@@ -160,7 +173,7 @@ class SegmentationDataModule(L.LightningDataModule):
                 "file" + hashlib.sha1(self.cfg.split.encode()).hexdigest()[:6]
             tag = f"{self.cfg.name}-{label}-{part}" + (f"-first{self.cfg.subset}" if self.cfg.subset else "")
             cache = build_cache(samples, size, self.layout.mask_threshold, self.work / "cache", tag).path
-        tf = build_transforms(self.cfg.augmentation, size, train=part == "train")
+        tf = build_transforms(self.cfg.augmentation, size, train=part == "train", seed=self.seed)
         return SegmentationDataset(samples, self.layout, size, tf, cache, with_orig=part == "test")
 
     def _apply_leaks(self, leaks: list[leakage.Leak], context: str) -> None:
@@ -195,7 +208,9 @@ class SegmentationDataModule(L.LightningDataModule):
             ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=workers, collate_fn=collate,
             pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
             drop_last=shuffle and len(ds) > self.batch_size,  # no size-1 last batch for BatchNorm
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            # every loader has its own seeded generator: a val pass never shifts the training stream
+            generator=torch.Generator().manual_seed(self.seed + PARTS.index(part)),
+            worker_init_fn=seed_worker if workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:

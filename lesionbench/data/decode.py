@@ -30,12 +30,23 @@ def load_image(path: Path, size: int | None = None) -> np.ndarray:
     try:
         if size is not None and img.format == "JPEG":
             img.draft("RGB", (size * 2, size * 2))  # keeps >= 2x the target, so quality is unchanged
-        img = img.convert("RGB")
-        if size is not None and img.size != (size, size):
-            img = img.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
-        return np.asarray(img)
+        return resize_rgb(img.convert("RGB"), size)
     except OSError as err:
         raise LesionBenchError(f"{path}: corrupt or truncated image ({err}); run `lesionbench data verify`") from None
+
+
+def resize_rgb(img: Image.Image | np.ndarray, size: int | None) -> np.ndarray:
+    """The one image resize (PIL bilinear, antialiased): the cache, predict, explain and export use it."""
+    img = Image.fromarray(np.ascontiguousarray(img)) if isinstance(img, np.ndarray) else img
+    if size is not None and img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
+    return np.asarray(img)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(H, W) of an image file as ``load_image(path)`` decodes it, read from the header only."""
+    w, h = open_image(path).size
+    return h, w
 
 
 def load_mask(path: Path, threshold: int, size: int | None = None) -> np.ndarray:

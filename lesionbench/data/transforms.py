@@ -59,8 +59,12 @@ RECIPES: dict[str, Callable[[], list[A.BasicTransform]]] = {
 }
 
 
-def build_transforms(name: str, image_size: int, train: bool) -> A.Compose:
-    """Train: resize + recipe + normalise; eval (train=False): resize + normalise only."""
+def build_transforms(name: str, image_size: int, train: bool, seed: int | None = None) -> A.Compose:
+    """Train: resize + recipe + normalise; eval (train=False): resize + normalise only.
+
+    ``seed``: albumentations 2 draws from the Compose's own generator (global seeds never reach
+    it), so a run passes its seed here; loader workers re-seed it (datamodule.seed_worker).
+    """
     if name not in RECIPES:
         raise LesionBenchError(f"unknown augmentation '{name}' (known recipes: {', '.join(RECIPES)})")
     middle = RECIPES[name]() if train else []
@@ -69,4 +73,4 @@ def build_transforms(name: str, image_size: int, train: bool) -> A.Compose:
         *middle,
         A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
         ToTensorV2(transpose_mask=True),
-    ])
+    ], seed=seed)

@@ -28,8 +28,9 @@ from torch import nn
 
 from lesionbench.config import ExperimentConfig
 from lesionbench.data.decode import load_image
+from lesionbench.data.preprocess import eval_tensor, model_input
 from lesionbench.errors import LesionBenchError
-from lesionbench.inference.load import eval_transform, load_run
+from lesionbench.inference.load import load_run
 from lesionbench.inference.predict import final_logits, save_png
 
 METHODS: dict[str, type] = {
@@ -92,11 +93,13 @@ def _spatial(t: torch.Tensor) -> torch.Tensor:
 
 
 def explain_array(model: nn.Module, cfg: ExperimentConfig, image: np.ndarray, method: str = "gradcam",
-                  layer: str | None = None, class_index: int = 0, threshold: float = 0.5) -> np.ndarray:
+                  layer: str | None = None, class_index: int = 0, threshold: float = 0.5,
+                  x: torch.Tensor | None = None) -> np.ndarray:
     """Heatmap H0×W0 in [0, 1] for an RGB uint8 image, targeting the predicted mask of ``class_index``.
 
     The target is ``SemanticSegmentationTarget``: the sum of the class logits over the predicted
     mask (all pixels when the prediction is empty, so the map is never blank by construction).
+    ``x``: the network input when already made from the file (``model_input``, as predict does).
     """
     if method not in METHODS:
         raise LesionBenchError(f"unknown CAM method {method!r} (known: {', '.join(METHODS)})")
@@ -104,7 +107,9 @@ def explain_array(model: nn.Module, cfg: ExperimentConfig, image: np.ndarray, me
     wrapped = SingleOutput(model).eval()
     for p in wrapped.parameters():  # frozen stages would otherwise give the layer no gradient
         p.requires_grad_(True)
-    x = eval_transform(cfg)(image=image)["image"].unsqueeze(0).float()
+    if x is None:
+        x = eval_tensor(image, cfg.dataset.image_size, cfg.dataset.augmentation)
+    x = x.unsqueeze(0)
     with torch.no_grad():
         logits = wrapped(x)
     target_layer = tensor_layer(model, layer, x)
@@ -135,6 +140,7 @@ def explain_file(run_dir: str | Path, image_path: str | Path, out: str | Path, m
     task, cfg = load_run(run_dir)
     image = load_image(path)
     layer = layer or DEFAULT_LAYER.get(method, "bottleneck")
-    heat = explain_array(task.model, cfg, image, method, layer, class_index)
+    x, _ = model_input(path, cfg.dataset.image_size, cfg.dataset.augmentation)
+    heat = explain_array(task.model, cfg, image, method, layer, class_index, x=x)
     tag = method.replace("+", "p")
     return save_png(heatmap_overlay(image, heat), Path(out) / f"{path.stem}_{tag}_{layer}.png")

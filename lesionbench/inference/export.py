@@ -6,8 +6,9 @@ Load the safetensors export with the registry in three lines (seed 002's usage, 
     model = load_pretrained("exported/")   # config.json + model.safetensors
     model.eval()
 
-Inputs are ``image_size``×``image_size`` RGB tensors normalised with ImageNet statistics
-(``config.json["preprocessing"]``); outputs are logits: ``sigmoid`` then ``> 0.5`` for the mask.
+Inputs are ``image_size``×``image_size`` RGB tensors made by
+``lesionbench.data.preprocess.model_input`` (the test loop's own decode, resize and ImageNet
+normalisation, described in ``config.json["preprocessing"]``); outputs are logits: ``sigmoid`` then ``> 0.5`` for the mask.
 ONNX and TorchScript files take a B×3×S×S float tensor (batch axis dynamic) and return B×C×S×S logits.
 """
 
@@ -21,7 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lesionbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from lesionbench.data.preprocess import describe
 from lesionbench.errors import LesionBenchError
 from lesionbench.inference.explain import SingleOutput
 from lesionbench.inference.load import class_names, load_run
@@ -93,7 +94,7 @@ def export_run(run_dir: str | Path, fmt: Format, out: str | Path) -> Path:
         save_pretrained(model, out)
         meta = json.loads((out / "config.json").read_text())
         meta.update(experiment=cfg.name, class_names=class_names(cfg), threshold=0.5,
-                    preprocessing={"image_size": size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)})
+                    preprocessing=describe(size))
         (out / "config.json").write_text(json.dumps(meta, indent=2, default=str))
         with torch.no_grad():
             _check(str(out), SingleOutput(load_pretrained(out).eval())(x), want)

@@ -1,8 +1,8 @@
 """Predict masks for images of any size with a trained run, plus the overlay drawings.
 
-Why resize twice: the network sees exactly what it saw at test time (the run's eval
-transform at ``image_size``), and the probability map goes back to the original size so the
-mask lines up with the user's image, the way the test metrics are computed.
+Why resize twice: the network sees exactly the tensor the test loop fed it (``model_input``:
+the cache's decode and resize, then the eval normalisation), and the logits go back to the
+original size with the test loop's own resize, so a mask scores what ``per_image.csv`` says.
 """
 
 from __future__ import annotations
@@ -12,14 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
 from lesionbench.config import ExperimentConfig
 from lesionbench.data.decode import load_image
+from lesionbench.data.preprocess import eval_tensor, model_input
 from lesionbench.errors import LesionBenchError
-from lesionbench.inference.load import class_names, eval_transform, load_run
+from lesionbench.inference.load import class_names, load_run
+from lesionbench.inference.outputs import OutputFormat, plan
+from lesionbench.training.metrics import resize_logits_to
 
 #: One colour per output channel (lesion red; Task 2 attributes in distinct hues).
 COLOURS = np.array([[230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25], [145, 30, 180]], np.uint8)
@@ -31,21 +33,37 @@ def final_logits(out: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     return out[-1] if isinstance(out, (list, tuple)) else out
 
 
+def probabilities(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """C×H×W probabilities at the original size: logits are resized (never thresholded masks),
+    with the very function the test loop uses before it scores against the ground truth."""
+    return resize_logits_to(logits.float(), size)[0].sigmoid().cpu().numpy()
+
+
 @torch.no_grad()
-def predict_array(model: nn.Module, cfg: ExperimentConfig, image: np.ndarray, tta: bool = False) -> np.ndarray:
-    """Probabilities C×H0×W0 (float32 in [0, 1]) for an RGB uint8 H0×W0×3 image.
+def predict_tensor(model: nn.Module, x: torch.Tensor, size: tuple[int, int], tta: bool = False) -> np.ndarray:
+    """Probabilities C×H×W (float32 in [0, 1]) for a 3×S×S network input (``model_input``).
 
     ``tta``: average the logits of the image and of its horizontal and vertical flips.
     """
-    x = eval_transform(cfg)(image=image)["image"].unsqueeze(0).float()
-    x = x.to(next(model.parameters()).device)
+    x = x.unsqueeze(0).float().to(next(model.parameters()).device)
     logits = final_logits(model(x))
     if tta:  # a flip is its own inverse: flip in, predict, flip back, average the logits
         flipped = [final_logits(model(x.flip(d))).flip(d) for d in (3, 2)]
         logits = torch.stack([logits, *flipped]).mean(0)
-    # logits (not probabilities) are resized, exactly as the test metrics do it
-    up = F.interpolate(logits.float(), size=image.shape[:2], mode="bilinear", align_corners=False)
-    return up[0].sigmoid().cpu().numpy()
+    return probabilities(logits, size)
+
+
+def predict_array(model: nn.Module, cfg: ExperimentConfig, image: np.ndarray, tta: bool = False) -> np.ndarray:
+    """Probabilities C×H0×W0 for an RGB uint8 H0×W0×3 array, resized as the cache resizes.
+    For a file prefer ``predict_path``: it also decodes JPEGs exactly as the cache does."""
+    x = eval_tensor(image, cfg.dataset.image_size, cfg.dataset.augmentation)
+    return predict_tensor(model, x, image.shape[:2], tta)
+
+
+def predict_path(model: nn.Module, cfg: ExperimentConfig, path: str | Path, tta: bool = False) -> np.ndarray:
+    """Probabilities C×H0×W0 for an image file, from the same tensor the test loop scored."""
+    x, size = model_input(path, cfg.dataset.image_size, cfg.dataset.augmentation)
+    return predict_tensor(model, x, size, tta)
 
 
 def overlay(image: np.ndarray, masks: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -77,23 +95,27 @@ def save_png(array: np.ndarray, path: Path) -> Path:
 
 
 def predict_files(run_dir: str | Path, images: Sequence[str | Path], out: str | Path, tta: bool = False,
-                  threshold: float = 0.5) -> list[Path]:
-    """Write ``<stem>_mask.png`` (0/255; ``<stem>_<class>_mask.png`` per class when multi-label)
-    and ``<stem>_overlay.png`` for every image; returns the written paths."""
+                  threshold: float = 0.5, fmt: OutputFormat = "lesionbench", overlays: str | Path | None = None,
+                  overwrite: bool = False) -> list[Path]:
+    """Write masks (0/255, single channel, each image's original size) and overlays; return the paths.
+
+    ``fmt="lesionbench"``: ``<stem>_mask.png`` (``<stem>_<class>_mask.png`` per class) and
+    ``<stem>_overlay.png`` in ``out`` (or in ``overlays``). ``fmt="isic"``: only the challenge's
+    mask files in ``out``; overlays only when ``overlays`` names another folder.
+    """
     missing = [str(p) for p in images if not Path(p).is_file()]
     if missing:
         raise LesionBenchError(f"{missing[0]}: no such image file ({len(missing)} missing)")
     task, cfg = load_run(run_dir)
     names = class_names(cfg)
     out = Path(out)
+    targets = plan([Path(p) for p in images], names, cfg.dataset.name, out, fmt,
+                   Path(overlays) if overlays is not None else None, overwrite)
     written: list[Path] = []
-    for path in map(Path, images):
-        image = load_image(path)
-        masks = predict_array(task.model, cfg, image, tta) > threshold
-        if len(names) == 1:
-            written.append(save_png(masks[0].astype(np.uint8) * 255, out / f"{path.stem}_mask.png"))
-        else:
-            for name, m in zip(names, masks):
-                written.append(save_png(m.astype(np.uint8) * 255, out / f"{path.stem}_{name}_mask.png"))
-        written.append(save_png(overlay(image, masks), out / f"{path.stem}_overlay.png"))
+    for path, (mask_paths, overlay_path) in zip(map(Path, images), targets):
+        masks = predict_path(task.model, cfg, path, tta) > threshold
+        for m, target in zip(masks, mask_paths):
+            written.append(save_png(m.astype(np.uint8) * 255, target))
+        if overlay_path is not None:
+            written.append(save_png(overlay(load_image(path), masks), overlay_path))
     return written

@@ -7,14 +7,13 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
 from lesionbench.config import ExperimentConfig, PhaseConfig
 from lesionbench.models import create_model, freeze, unfreeze
 from lesionbench.training.boundary import image_boundary
 from lesionbench.training.challenge import ValPrimary
 from lesionbench.training.losses import build_loss
-from lesionbench.training.metrics import PerImageStats, ValDice, image_stats
+from lesionbench.training.metrics import PerImageStats, ValDice, image_stats, resize_logits_to
 from lesionbench.training.optim import build_optimizer, build_scheduler, init_weights
 
 #: The default validation metric for checkpoints, early stopping and Optuna: the dataset's primary metric.
@@ -119,7 +118,7 @@ class SegmentationTask(L.LightningModule):
         logits = self._final(self(batch["image"]))
         stats, boundary = [], []
         for i, gt in enumerate(batch["orig_mask"]):
-            up = F.interpolate(logits[i : i + 1].float(), size=tuple(gt.shape[-2:]), mode="bilinear", align_corners=False)
+            up = resize_logits_to(logits[i : i + 1].float(), gt.shape[-2:])  # predict's resize too
             pred, target = up.sigmoid() > self.threshold, gt.unsqueeze(0).bool()
             stats.append(image_stats(pred, target))
             boundary.append(image_boundary(pred.cpu(), target.cpu()))  # CPU: scipy's distance transform
