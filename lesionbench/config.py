@@ -226,7 +226,7 @@ class ExperimentConfig(_Strict):
 #: are those of any other machine; channels_last and compile likewise only change speed.
 HASH_EXCLUDED: dict[str, str] = {
     "name": "names the run folder; the folder already separates runs",
-    "description": "free text",
+    "description": "free text for readers",
     "seed_ref": "which write-up a recipe reproduces: a label",
     "published": "scores shown beside ours, not inputs",
     "tune": "the search space of a study, not the settings of one run",

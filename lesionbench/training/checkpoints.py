@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import errno
 import logging
+import pickle
 import shutil
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,10 @@ class DiskFullError(LesionBenchError):
 
 
 def _reason(err: BaseException) -> str:
-    """The informative line of torch's long unpickling message (the global it refused)."""
+    """The informative sentence of torch's long message (the global it refused, the zip error)."""
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    named = [ln for ln in lines if "Unsupported global" in ln or "WeightsUnpickler error" in ln]
-    return (named or lines or [type(err).__name__])[0][:300]
+    named = [ln for ln in lines if "GLOBAL" in ln or "Unsupported global" in ln]
+    return (named or lines or [type(err).__name__])[0].split(". ")[0][:300]
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -48,7 +49,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - truncated, foreign or hostile: all refused the same way
-        kind = "holds objects other than plain data" if "global" in str(err) else "is unreadable"
+        hostile = isinstance(err, pickle.UnpicklingError) and "GLOBAL" in str(err)
+        kind = "holds objects other than plain data" if hostile else "is unreadable"
         raise CheckpointError(f"{path}: refused: the checkpoint {kind} ({_reason(err)}); "
                               "delete it (a run restarts the phase) or re-create the run") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
@@ -122,7 +124,7 @@ def set_aside_if_stale(run_dir: Path, cfg: ExperimentConfig) -> Path | None:
     old = folder_hash(run_dir)
     if old == cfg.config_hash():
         return None
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     target_dir = run_dir.parent / SUPERSEDED
     target_dir.mkdir(exist_ok=True)
     base = f"{run_dir.name}.old-{old or 'unknown'}-{stamp}"
@@ -141,12 +143,17 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def disk_full(run_dir: Path, err: OSError) -> DiskFullError:
-    """One line for ENOSPC: the folder, the free space, and about what the run still needs
-    (its largest checkpoint, which it rewrites every epoch)."""
+def checkpoint_bytes(model: torch.nn.Module) -> int:
+    """About one Lightning checkpoint of ``model``: its weights and an Adam-like optimiser's two moments."""
+    return 3 * sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def disk_full(run_dir: Path, err: OSError, one_checkpoint: int | None) -> DiskFullError:
+    """One line for ENOSPC: the folder, the free space, and about what the run needs (its best and
+    last checkpoints, rewritten every epoch)."""
     free = shutil.disk_usage(_existing(run_dir)).free
-    sizes = [p.stat().st_size for p in run_dir.rglob("*.ckpt")] if run_dir.is_dir() else []
-    need = f"about {max(sizes) / 2**20:.0f} MB more (one checkpoint)" if sizes else "room for its checkpoints"
+    need = f"about {2 * one_checkpoint / 2**20:.1f} MB (best + last checkpoint)" if one_checkpoint else \
+        "room for its checkpoints"
     what = f" writing {Path(err.filename).name}" if err.filename else ""
     return DiskFullError(f"{run_dir}: no space left on the device{what}: {free / 2**20:.0f} MB free, the run "
                          f"needs {need}; free space or choose another --out, then re-run to resume")

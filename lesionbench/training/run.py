@@ -11,7 +11,7 @@ import logging
 import shutil
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,8 @@ from lesionbench.runfolder import (
 )
 from lesionbench.training.callbacks import build_trainer, merge_csv_logs, release_loggers, start_phase_log
 from lesionbench.training.checkpoints import (
-    CheckpointError, TrainClock, disk_full, is_disk_full, load_checkpoint, resume_checkpoint, set_aside_if_stale,
+    CheckpointError, TrainClock, checkpoint_bytes, disk_full, is_disk_full, load_checkpoint, resume_checkpoint,
+    set_aside_if_stale,
 )
 from lesionbench.training.metrics import summarize
 from lesionbench.training.profile import measure_cost
@@ -59,7 +60,7 @@ def is_finished(run_dir: Path, cfg: ExperimentConfig) -> bool:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def train(
@@ -74,18 +75,19 @@ def train(
     The run's loggers are shared by its phases and dropped when it ends, finished or not. A full
     disk ends in one line naming the folder and the space needed.
     """
-    run_dir = Path(run_dir)
+    run_dir, sizes = Path(run_dir), {}
     try:
-        return _train(cfg, run_dir, suite, callbacks or [], progress)
+        return _train(cfg, run_dir, suite, callbacks or [], progress, sizes)
     except OSError as err:
         if is_disk_full(err):
-            raise disk_full(run_dir, err) from err
+            raise disk_full(run_dir, err, sizes.get("checkpoint")) from err
         raise
     finally:
         release_loggers(run_dir)
 
 
-def _train(cfg: ExperimentConfig, run_dir: Path, suite: str, callbacks: list[Callback], progress: bool) -> RunResult:
+def _train(cfg: ExperimentConfig, run_dir: Path, suite: str, callbacks: list[Callback], progress: bool,
+           sizes: dict[str, int]) -> RunResult:
     """Fit every phase, restore the best weights, test them, write the run folder.
 
     A folder made under another config is set aside first; an interrupted run of this config
@@ -102,6 +104,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, suite: str, callbacks: list[Cal
     dm.prepare_data()
     dm.setup("fit")
     task = SegmentationTask(cfg.model_dump(mode="json"))
+    sizes["checkpoint"] = checkpoint_bytes(task.model)  # for a full disk's message
     start, best_val, train_time = _skip_done_phases(task, run_dir, cfg_hash)
     resumed = start > 0
     info = RunInfo(status="running", run=run_dir.name, suite=suite, experiment=cfg.name, config_hash=cfg_hash,
