@@ -225,13 +225,41 @@ class ExperimentConfig(_Strict):
         return out
 
     def config_hash(self) -> str:
-        """Stable hash of everything that changes the result (used to skip finished runs)."""
-        payload = json.dumps(self.model_dump(mode="json", exclude={"description", "published", "tune"}),
-                             sort_keys=True)
+        """Stable hash of everything that changes the result (skips finished runs, ties resumable
+        checkpoints to their config); the fields in HASH_EXCLUDED are left out."""
+        exclude: dict[str, Any] = {}
+        for dotted in HASH_EXCLUDED:
+            section, _, key = dotted.partition(".")
+            if key:
+                exclude.setdefault(section, set()).add(key)
+            else:
+                exclude[section] = True
+        payload = json.dumps(self.model_dump(mode="json", exclude=exclude), sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+#: Config fields that do not change a run's numbers, so changing them neither retrains a finished
+#: run nor invalidates a resumable one. Everything else is hashed, including what changes numbers
+#: through the hardware path: precision, devices / num_nodes / strategy (the effective batch size
+#: and each process's data), deterministic, limits. ``trainer.accelerator`` is left out: where a run
+#: trained is provenance (run.json "device"), like the machine, and its rounding-level differences
+#: are those of any other machine; channels_last and compile likewise only change speed.
+HASH_EXCLUDED: dict[str, str] = {
+    "name": "names the run folder; the folder already separates runs",
+    "description": "free text for readers",
+    "seed_ref": "which write-up a recipe reproduces: a label",
+    "published": "scores shown beside ours, not inputs",
+    "tune": "the search space of a study, not the settings of one run",
+    "dataset.num_workers": "loader parallelism: speed only (workers are seeded from the run seed)",
+    "dataset.cache": "the cache holds the same resized pixels the loader would compute",
+    "trainer.logger": "where curves are sent (CSV always, W&B on request)",
+    "trainer.accelerator": "the device kind: provenance, recorded in run.json",
+    "trainer.channels_last": "memory layout: speed only",
+    "trainer.compile": "torch.compile: speed only",
+}
 
 
 # ----------------------------------------------------------------------------- loading

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -13,15 +12,28 @@ from lesionbench.config import ExperimentConfig
 
 
 def fake_run(run_dir: Path, cfg: ExperimentConfig) -> Path:
-    """Checkpoint + run.json + metrics.json, as train() leaves them, without training (fast)."""
+    """config.yaml + model.safetensors + run.json + metrics.json + per_image.csv, as train() leaves
+    them (written through the run-folder models), around an untrained task (fast)."""
+    from safetensors.torch import save_model
+
+    from lesionbench.runfolder import (WEIGHTS, PerImageRow, RunInfo, RunMetrics, write_metrics,
+                                       write_per_image, write_run_info)
+    from lesionbench.training.metrics import summarize
     from lesionbench.training.task import SegmentationTask
 
     task = SegmentationTask(cfg.model_dump(mode="json"))
-    (run_dir / "checkpoints").mkdir(parents=True)
-    torch.save({"hyper_parameters": {"config": cfg.model_dump(mode="json")}, "state_dict": task.state_dict()},
-               run_dir / "checkpoints" / "best.ckpt")
-    (run_dir / "run.json").write_text(json.dumps({"status": "finished"}))
-    (run_dir / "metrics.json").write_text(json.dumps({"best_checkpoint": "checkpoints/best.ckpt"}))
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    save_model(task.model, str(run_dir / WEIGHTS))
+    ids = ["img0", "img1"]
+    stats = torch.tensor([[[1.0, 1.0, 1.0, 1.0]] * cfg.num_classes] * len(ids))  # tp, fp, fn, tn per image
+    summary, rows = summarize(stats, ids, cfg.dataset.name, [f"class{i}" for i in range(cfg.num_classes)])
+    ident = {"run": run_dir.name, "experiment": cfg.name, "config_hash": cfg.config_hash(), "seed": cfg.trainer.seed}
+    write_run_info(run_dir, RunInfo(status="finished", best_checkpoint=WEIGHTS, **ident))
+    write_metrics(run_dir, RunMetrics.model_validate({
+        **summary, **ident, "dataset": cfg.dataset.name, "model": cfg.model.name, "n_test": len(ids),
+        "image_size": cfg.dataset.image_size, "best_checkpoint": WEIGHTS}))
+    write_per_image(run_dir, [PerImageRow.model_validate(r) for r in rows])
     return run_dir
 
 

@@ -48,7 +48,8 @@ def test_load_run_errors(tmp_path: Path) -> None:
         from lesionbench.inference.load import load_run
         load_run(tmp_path / "missing")
     (tmp_path / "r").mkdir()
-    (tmp_path / "r" / "run.json").write_text(json.dumps({"status": "running"}))
+    from lesionbench.runfolder import RunInfo, write_run_info
+    write_run_info(tmp_path / "r", RunInfo(status="running", run="r", experiment="tiny", config_hash="0"))
     with pytest.raises(LesionBenchError, match="not finished"):
         load_run(tmp_path / "r")
 
@@ -58,8 +59,10 @@ def test_load_run_matches_checkpoint(trained_run: Path) -> None:
     task, cfg = load_run(trained_run)
     assert cfg.model.name == "unet" and cfg.dataset.image_size == 32 and not task.training
     rel = json.loads((trained_run / "metrics.json").read_text())["best_checkpoint"]
-    state = torch.load(trained_run / rel, map_location="cpu", weights_only=False)["state_dict"]
-    for k, v in task.state_dict().items():
+    from safetensors.torch import load_file
+    state = load_file(trained_run / rel)  # a finished run keeps the model's tensors only
+    assert state.keys() == task.model.state_dict().keys()
+    for k, v in task.model.state_dict().items():
         assert torch.equal(v, state[k]), k
 
 

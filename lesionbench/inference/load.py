@@ -1,4 +1,4 @@
-"""Load a finished run folder back into a model: best checkpoint + the config it was trained with.
+"""Load a finished run folder back into a model: best weights + the config it was trained with.
 
 Why one loader: predict, explain, export and the visual report all need the same three things
 (weights, preprocessing, class names), and a half-written run folder must fail with one line.
@@ -7,56 +7,82 @@ Why one loader: predict, explain, export and the visual report all need the same
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import albumentations as A
 import torch
+import yaml
 
-from lesionbench.config import ExperimentConfig
+from lesionbench.config import ExperimentConfig, parse_config
 from lesionbench.errors import LesionBenchError
-from lesionbench.io import read_json
+from lesionbench.runfolder import read_metrics, read_run_info
+from lesionbench.training.checkpoints import load_checkpoint
 from lesionbench.training.task import SegmentationTask
 
 
 def best_checkpoint(run_dir: str | Path) -> Path:
-    """The run's best checkpoint (``metrics.json["best_checkpoint"]``), checked to exist."""
+    """The run's best weights (run.json / metrics.json ``best_checkpoint``), checked to exist."""
     run = Path(run_dir)
     if not run.is_dir():
         raise LesionBenchError(f"{run}: no such run folder (expected results/<suite>/<run>)")
-    info_path, metrics_path = run / "run.json", run / "metrics.json"
-    status = read_json(info_path).get("status") if info_path.is_file() else None
-    if status not in (None, "finished") or not metrics_path.is_file():
-        raise LesionBenchError(f"{run}: run is not finished (status {status or 'unknown'}, "
-                               f"metrics.json {'present' if metrics_path.is_file() else 'missing'}); "
+    status = read_run_info(run).status if (run / "run.json").is_file() else None
+    if status not in (None, "finished") or not (run / "metrics.json").is_file():
+        raise LesionBenchError(f"{run}: run is not finished (status {status or 'unknown'}, metrics.json "
+                               f"{'present' if (run / 'metrics.json').is_file() else 'missing'}); "
                                "finish it with `lesionbench run` first")
-    rel = read_json(metrics_path).get("best_checkpoint")
-    if not rel or not (run / rel).is_file():
+    rel = read_metrics(run).best_checkpoint
+    if not (run / rel).is_file():
         raise LesionBenchError(f"{run / 'metrics.json'}: best_checkpoint {rel!r} is missing on disk "
                                "(re-run the experiment to recreate it)")
     return run / rel
 
 
+def _checkpoint_weights(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config, model state dict) of an older run folder's Lightning ``.ckpt``, read as data only."""
+    ckpt = load_checkpoint(path)
+    config = (ckpt.get("hyper_parameters") or {}).get("config")
+    if not isinstance(config, dict):
+        raise LesionBenchError(f"{path}: not a LesionBench checkpoint (missing hyper_parameters.config)")
+    return config, {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+
+
+def _run_config(run: Path) -> dict[str, Any]:
+    path = run / "config.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise LesionBenchError(f"{path}: cannot read the run's config ({str(err).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise LesionBenchError(f"{path}: not a config mapping; re-run the experiment to recreate it")
+    return raw
+
+
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[SegmentationTask, ExperimentConfig]:
     """(task in eval mode with the best weights, the run's ExperimentConfig).
 
-    The encoder is rebuilt with ``weights: none`` (the checkpoint replaces it), so loading never
+    The encoder is rebuilt with ``weights: none`` (the saved tensors replace it), so loading never
     downloads. ``task.model`` is the bare ``SegmentationModel``.
     """
     path = best_checkpoint(run_dir)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        raw = ckpt["hyper_parameters"]["config"]
-        state = ckpt["state_dict"]
-    except (KeyError, TypeError) as err:
-        raise LesionBenchError(f"{path}: not a LesionBench checkpoint (missing {err})") from None
-    except Exception as err:  # truncated / foreign file
-        raise LesionBenchError(f"{path}: cannot read checkpoint ({type(err).__name__}: {err})") from None
-    cfg = ExperimentConfig.model_validate(raw)
+    # A finished run keeps model.safetensors (tensors only; its config is config.yaml). Neither
+    # format can run code: safetensors holds no objects, a .ckpt is read with weights_only=True.
+    raw, state = _checkpoint_weights(path) if path.suffix == ".ckpt" else (_run_config(Path(run_dir)), None)
+    cfg = parse_config(raw, str(path if state is not None else Path(run_dir) / "config.yaml"))
     build = cfg.model_copy(deep=True)
     from lesionbench.models.registry import accepts_option
     if accepts_option(build.model.name, "weights"):
         build.model.options = {**build.model.options, "weights": "none"}
     task = SegmentationTask(build.model_dump(mode="json"))
-    task.load_state_dict(state)
+    try:
+        if state is None:
+            from safetensors.torch import load_model
+            load_model(task.model, str(path), strict=True)
+        else:
+            task.model.load_state_dict(state)
+    except Exception as err:  # noqa: BLE001 - truncated, foreign, or another model's weights
+        raise LesionBenchError(f"{path}: cannot load into {cfg.model.name!r} "
+                               f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                               "re-run the experiment to recreate it") from None
     task.cfg = cfg
     return task.to(device).eval(), cfg
 

@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMon
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from lesionbench.config import ExperimentConfig, PhaseConfig
+from lesionbench.io import atomic_write_text
 from lesionbench.training.loggers import build_loggers, test_callbacks
 from lesionbench.training.task import selection_monitor
 
@@ -25,7 +26,8 @@ def build_trainer(
 ) -> tuple[L.Trainer, ModelCheckpoint]:
     """One Trainer per phase: checkpoint on the recipe's validation metric, optional early stopping.
 
-    ``loggers``: the run's own (train() makes them once for all its phases); default: new ones.
+    ``loggers``: the run's other loggers (W&B), made once by train() and shared by its phases;
+    each phase adds its own CSV log (logs/<phase>/metrics.csv).
     """
     monitor, mode = selection_monitor(cfg, phase)
     ckpt = ModelCheckpoint(
@@ -51,7 +53,7 @@ def build_trainer(
         limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches,
         check_val_every_n_epoch=t.check_val_every_n_epoch,
-        logger=loggers if loggers is not None else run_loggers(cfg, run_dir),
+        logger=[phase_log(run_dir, phase_dir.name), *(loggers or [])],
         callbacks=callbacks,
         enable_progress_bar=progress,
         enable_model_summary=False,
@@ -61,28 +63,36 @@ def build_trainer(
     return trainer, ckpt
 
 
-def run_loggers(cfg: ExperimentConfig, run_dir: Path) -> list[Logger]:
-    """A run's loggers, made once by its owner and shared by its phases, so logs/metrics.csv holds
-    every epoch; the owner closes them (training.loggers.close_loggers)."""
-    metrics = run_dir / "logs" / "metrics.csv"
-    resuming = any((run_dir / "checkpoints").glob("*/last.ckpt"))
-    if metrics.is_file() and not resuming:  # a fresh start over an old folder: its old log goes
-        metrics.unlink()
-    elif metrics.is_file():  # a resumed run: keep the earlier epochs (CSVLogger would delete them)
-        n = len(list(metrics.parent.glob("metrics.before-*.csv")))
-        metrics.rename(metrics.parent / f"metrics.before-{n}.csv")
-    return [CSVLogger(save_dir=run_dir, name="logs", version=""), *build_loggers(cfg, run_dir)]
+#: Per phase: the epochs of earlier sessions (trimmed at the resumed step) beside this session's log.
+HISTORY = "history.csv"
 
 
-def merge_csv_logs(log_dir: Path) -> None:
-    """Put the epochs logged before a resume back in front of the new ones."""
-    before = sorted(log_dir.glob("metrics.before-*.csv"))
-    current = log_dir / "metrics.csv"
-    if not before:
-        return
-    frames = [pd.read_csv(p) for p in before + ([current] if current.is_file() else [])]
-    tmp = current.with_suffix(".tmp")
-    pd.concat(frames, ignore_index=True).to_csv(tmp, index=False)
-    tmp.replace(current)
-    for p in before:
-        p.unlink()
+def phase_log(run_dir: Path, phase: str) -> CSVLogger:
+    """The phase's own CSV log, logs/<phase>/metrics.csv (the run's other loggers are made once by
+    train() and shared by its phases)."""
+    return CSVLogger(save_dir=run_dir / "logs", name=phase, version="", flush_logs_every_n_steps=1)
+
+
+def start_phase_log(log_dir: Path, resume_step: int | None) -> None:
+    """Before a phase's fit: keep the rows of earlier sessions below the step it resumes at (each
+    epoch is logged once), or none when the phase starts afresh."""
+    history, current = log_dir / HISTORY, log_dir / "metrics.csv"
+    if resume_step is None:
+        history.unlink(missing_ok=True)
+    else:
+        frames = [pd.read_csv(p) for p in (history, current) if p.is_file() and p.stat().st_size]
+        kept = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        kept = kept[kept["step"] < resume_step] if "step" in kept else kept
+        if len(kept):
+            atomic_write_text(history, kept.to_csv(index=False))
+        else:
+            history.unlink(missing_ok=True)
+    current.unlink(missing_ok=True)
+
+
+def merge_csv_logs(log_dir: Path, phases: list[str]) -> None:
+    """logs/metrics.csv: every phase's epochs, in order, each once."""
+    frames = [pd.read_csv(p) for phase in phases for p in (log_dir / phase / HISTORY, log_dir / phase / "metrics.csv")
+              if p.is_file() and p.stat().st_size]
+    if frames:
+        atomic_write_text(log_dir / "metrics.csv", pd.concat(frames, ignore_index=True).to_csv(index=False))

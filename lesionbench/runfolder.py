@@ -1,0 +1,212 @@
+"""The run-folder contract: run.json, metrics.json and per_image.csv as pydantic models.
+
+Why: training writes these files and reporting, inference, the tuner and the tests read them;
+one definition (with a schema version) keeps writer and readers in step, and a bad file fails
+with one line naming it instead of a ``KeyError`` three calls later. The claim a worker takes
+on a run (studies/claim.py) is a separate file: nothing here depends on who trains the run.
+
+Files written before the contract existed carry no ``schema_version``; they have this layout
+and read as version 1.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lesionbench.config import PublishedScore
+from lesionbench.errors import LesionBenchError
+from lesionbench.io import atomic_write_csv, atomic_write_json, read_json
+
+SCHEMA_VERSION = 1
+RUN_INFO, METRICS, PER_IMAGE = "run.json", "metrics.json", "per_image.csv"
+#: The final weights of a finished run (model only, no optimiser state), beside config.yaml.
+WEIGHTS = "model.safetensors"
+
+RunStatus = Literal["running", "finished", "failed", "pruned"]
+
+
+class RunFolderError(LesionBenchError):
+    """A run-folder file is missing or does not match the contract (one line, naming the file)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class Determinism(BaseModel):
+    """What determinism the run asked Lightning for and what torch actually had switched on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requested: bool = Field(description="trainer.deterministic, as given to the Lightning Trainer")
+    granted: bool = Field(description="torch.are_deterministic_algorithms_enabled() during fit")
+    warn_only: bool = Field(False, description="torch only warns about non-deterministic ops")
+    cudnn_deterministic: bool = False
+    cudnn_benchmark: bool = False
+    seed: int = Field(description="the seed given to lightning.seed_everything (workers included)")
+
+
+class RunInfo(_Strict):
+    """run.json: where the run stands and where it came from."""
+
+    status: RunStatus
+    run: str
+    suite: str = "adhoc"
+    experiment: str
+    config_hash: str
+    seed: int | None = None
+    started: str | None = None
+    finished: str | None = None
+    data_manifest: str | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+    git_commit: str | None = None
+    device: str | None = None
+    platform: str | None = None
+    best_checkpoint: str | None = Field(None, description="best weights, relative to the run folder")
+    error: str | None = None
+    resumed: bool = Field(False, description="this result continued earlier sessions' checkpoints")
+    resume_count: int = Field(0, ge=0, description="how many sessions resumed this run")
+    train_time_s: float | None = Field(None, description="fit time of every session together")
+    determinism: Determinism | None = None
+
+
+class ChallengeScore(BaseModel):
+    """The dataset's own ranking metric (training/metrics.challenge_score)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    metric: str
+    value: float
+    definition: str = ""
+    per_attribute: dict[str, dict[str, float]] | None = None
+
+
+class RunMetrics(_Strict):
+    """metrics.json: the test-set summary of training/metrics.summarize plus what identifies the run.
+
+    Metric families are typed dicts of floats, so a new metric name needs no schema change. Other
+    top-level sections are allowed (``extra="allow"``): a room that adds one (a new summary) must
+    not make a finished run unreadable; its own reader validates it.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    per_image: dict[str, float]
+    pooled: dict[str, float] = Field(default_factory=dict)
+    per_class: dict[str, dict[str, float]] = Field(default_factory=dict)
+    challenge: ChallengeScore | None = None
+    experiment: str
+    run: str
+    suite: str = "adhoc"
+    dataset: str
+    model: str
+    seed: int
+    config_hash: str
+    n_test: int = Field(ge=0)
+    image_size: int | None = None
+    best_val: dict[str, float | None] = Field(default_factory=dict)
+    published: list[PublishedScore] = Field(default_factory=list)
+    cost: dict[str, float | int | str | None] = Field(default_factory=dict)
+    best_checkpoint: str = Field(description="best weights, relative to the run folder")
+    phases: list[str] = Field(default_factory=list)
+    last_phase: str | None = None
+
+
+class PerImageRow(BaseModel):
+    """One row of per_image.csv: an image's test metrics (mean over channels), plus
+    ``<class>_dice`` / ``<class>_iou`` columns (floats) when the dataset has several channels."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, float] = Field(init=False)  # type: ignore[assignment]
+
+    id: str
+    dice: float
+    iou: float
+    precision: float
+    recall: float
+    specificity: float
+    accuracy: float
+
+
+def _one_line(path: Path, err: ValidationError, what: str = "") -> str:
+    e = err.errors()[0]
+    key = ".".join(str(p) for p in e["loc"]) or "<root>"
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{path}{what}: {key}: {e['msg']}{more} (re-run the experiment to rewrite it)"
+
+
+def _read(path: Path, model: type[BaseModel]) -> Any:
+    if not path.is_file():
+        raise RunFolderError(f"{path}: missing (the run never got that far, or the folder was copied partially)")
+    try:
+        data = read_json(path)
+    except (OSError, ValueError) as err:
+        raise RunFolderError(f"{path}: not readable JSON ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise RunFolderError(_one_line(path, err)) from None
+
+
+def read_run_info(run_dir: str | Path) -> RunInfo:
+    return _read(Path(run_dir) / RUN_INFO, RunInfo)
+
+
+def read_metrics(run_dir: str | Path) -> RunMetrics:
+    return _read(Path(run_dir) / METRICS, RunMetrics)
+
+
+def read_per_image(run_dir: str | Path) -> list[PerImageRow]:
+    """Every row of per_image.csv, validated; ids must be unique."""
+    path = Path(run_dir) / PER_IMAGE
+    if not path.is_file():
+        raise RunFolderError(f"{path}: missing (the run never reached its test)")
+    rows, seen = [], set()
+    with open(path, newline="") as fh:
+        for line, raw in enumerate(csv.DictReader(fh), start=2):
+            try:
+                row = PerImageRow.model_validate(raw)
+            except ValidationError as err:
+                raise RunFolderError(_one_line(path, err, f" line {line}")) from None
+            if row.id in seen:
+                raise RunFolderError(f"{path} line {line}: image id {row.id!r} appears twice")
+            seen.add(row.id)
+            rows.append(row)
+    return rows
+
+
+def write_run_info(run_dir: str | Path, info: RunInfo) -> Path:
+    return atomic_write_json(Path(run_dir) / RUN_INFO, info.model_dump(mode="json"))
+
+
+def write_metrics(run_dir: str | Path, metrics: RunMetrics) -> Path:
+    return atomic_write_json(Path(run_dir) / METRICS, metrics.model_dump(mode="json", exclude_none=True))
+
+
+def write_per_image(run_dir: str | Path, rows: list[PerImageRow]) -> Path:
+    return atomic_write_csv(Path(run_dir) / PER_IMAGE, [r.model_dump() for r in rows])
+
+
+class PhaseDone(_Strict):
+    """checkpoints/<i>-<phase>/done.json: a finished phase, trusted only under the same config."""
+
+    best: str = Field(description="the phase's best checkpoint, relative to the phase folder")
+    score: float | None = None
+    seconds: float = Field(0.0, description="fit time of the phase over all its sessions")
+    config_hash: str
+
+
+def read_phase_done(path: str | Path) -> PhaseDone:
+    return _read(Path(path), PhaseDone)
+
+
+def write_phase_done(path: str | Path, done: PhaseDone) -> Path:
+    return atomic_write_json(path, done.model_dump(mode="json"))
