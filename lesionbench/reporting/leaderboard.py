@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from lesionbench.reporting import plots
+from lesionbench.reporting import generalisation, plots
 from lesionbench.reporting.markdown import MISSING, duration, esc, mean_of, param, pm, table
 from lesionbench.io import atomic_write_text
 from lesionbench.reporting.runs import RunRecord, collect_runs, error_line
@@ -284,6 +284,7 @@ def write_leaderboard(suite_dir: str | Path, title: str | None = None, make_plot
         lines += ["_No finished runs yet._", ""]
     for ds in sorted(by_ds):
         lines += _dataset_section(ds, by_ds[ds], suite, notes, make_plots)
+    lines += generalisation.section(suite, make_plots)
     if bad:
         lines += ["## Failed runs", ""]
         lines += table([[f"`{esc(r.run)}`", esc(r.dataset or MISSING), r.status, esc(r.error or MISSING)] for r in bad],

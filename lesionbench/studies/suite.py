@@ -13,7 +13,7 @@ from typing import Any, Callable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lesionbench.config import (
-    ConfigError, ExperimentConfig, apply_overrides, format_validation_error, parse_config, read_yaml,
+    ConfigError, DatasetName, ExperimentConfig, apply_overrides, format_validation_error, parse_config, read_yaml,
 )
 
 
@@ -53,6 +53,9 @@ class SuiteConfig(BaseModel):
     set: list[str] = Field(default_factory=list, description="Overrides applied to every run")
     matrix: Matrix | None = None
     suites: list[str] = Field(default_factory=list, description="Other suites to include")
+    cross_eval: dict[DatasetName, list[DatasetName]] = Field(
+        default_factory=dict, description="After training, score every run trained on KEY on these datasets' "
+                                          "test splits (images seen in training excluded): `lesionbench evaluate`")
 
 
 @dataclass
