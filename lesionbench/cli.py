@@ -112,9 +112,50 @@ def run(
 
     with RunProgress(runs, str(suite_dir), console) as view:
         statuses = run_all(runs, suite_dir, name, view.update, progress=view.bars)
+    if suite and loaded.cross_eval:
+        _cross_evaluate([suite_dir / r.name for r in runs], loaded.cross_eval)
     _write_leaderboard(suite_dir)
     if view.finish(statuses, str(suite_dir / "leaderboard.md")):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _cross_evaluate(run_dirs: list[Path], targets: dict[str, list[str]]) -> None:
+    """The suite's cross_eval: each finished run on the other datasets' test splits (skipped when done)."""
+    from lesionbench.studies.evaluate import evaluate_runs
+
+    def note(key: str, status: str) -> None:
+        console.print(f"evaluate {key}: {status}", markup=False, highlight=False, soft_wrap=True)
+
+    evaluate_runs(run_dirs, targets, notify=note)
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Option("--run", help="A finished run folder, e.g. results/generalisation/<run>")],
+    dataset: Annotated[str, typer.Option("--dataset", help="Target dataset: isic2016, isic2017, isic2018, kvasir-seg, ...")],
+    split: Annotated[str, typer.Option("--split", help="Part of the target's official split: test, val or train")] = "test",
+    root: Annotated[Optional[str], typer.Option("--root", help="Target archives' folder (default: the run's dataset.root or $LESIONBENCH_DATA)")] = None,
+) -> None:
+    """Score a finished run on another dataset's split; images the run trained or validated on are excluded.
+
+    Writes <run>/eval/<dataset>/metrics.json and per_image.csv (skipped when already there).
+    Example: lesionbench evaluate --run results/generalisation/isic2018_unet__s0 --dataset isic2016
+    """
+    from lesionbench.config import NUM_CLASSES
+    from lesionbench.studies.evaluate import evaluate_run
+
+    _quiet()
+    if dataset not in NUM_CLASSES:
+        raise LesionBenchError(f"--dataset {dataset!r}: unknown (known: {', '.join(NUM_CLASSES)})")
+    if split not in ("train", "val", "test"):
+        raise LesionBenchError(f"--split {split!r}: use test, val or train")
+    result = evaluate_run(run_dir, dataset, split, root=root)
+    m, ex = result.metrics, result.metrics.get("excluded", {})
+    challenge = m.get("challenge", {})
+    console.print(f"{result.status}: {run_dir.name} on {dataset}/{split}: {challenge.get('metric')} "
+                  f"{challenge.get('value', float('nan')):.4f} over {m.get('n_test')} image(s); "
+                  f"{ex.get('count', 0)} of {ex.get('of', '?')} excluded as seen in training/validation "
+                  f"→ {result.folder}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _ensure_synthetic(runs) -> None:

@@ -176,6 +176,20 @@ class SegmentationDataModule(L.LightningDataModule):
         tf = build_transforms(self.cfg.augmentation, size, train=part == "train", seed=self.seed)
         return SegmentationDataset(samples, self.layout, size, tf, cache, with_orig=part == "test")
 
+    def restrict(self, part: str, exclude: set[str]) -> list[Sample]:
+        """Drop ``exclude`` ids from one part and rebuild it for scoring at original size (a
+        cross-dataset evaluation removes the images the model was trained on); returns what is kept."""
+        self.parts[part] = [s for s in self._part(part) if s.id not in exclude]
+        tf = build_transforms(self.cfg.augmentation, self.cfg.image_size, train=False)
+        # decoded on the fly: a cache of this subset would replace the full part's cache
+        self._datasets[part] = SegmentationDataset(self.parts[part], self.layout, self.cfg.image_size, tf,
+                                                   cache=None, with_orig=True)
+        return self.parts[part]
+
+    def loader(self, part: str) -> DataLoader:
+        """An unshuffled loader over one part (train, val or test)."""
+        return self._loader(part, shuffle=False)
+
     def _apply_leaks(self, leaks: list[leakage.Leak], context: str) -> None:
         if not leaks or self.cfg.leakage == "ignore":
             return

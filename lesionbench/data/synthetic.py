@@ -19,7 +19,7 @@ from lesionbench.data.layouts import LAYOUTS, TASK2_ATTRIBUTES
 from lesionbench.data.render import render_polyp, render_skin
 from lesionbench.settings import settings
 
-VERSION = 2
+VERSION = 3
 MARKER = ".lesionbench-synthetic.json"
 DEFAULT_COUNTS: dict[str, dict[str, int]] = {
     "isic2016": {"train": 120, "test": 40},
@@ -27,10 +27,14 @@ DEFAULT_COUNTS: dict[str, dict[str, int]] = {
     "isic2018": {"train": 120, "val": 30, "test": 40},
     "kvasir-seg": {"all": 160},
 }
-# First ISIC number of each split; 2017 train overlaps 2016 train and 2018 train holds ten
-# 2017 test images, mimicking the real cross-edition reuse.
+# First ISIC number of each split; 2017 train overlaps 2016 train, and 2018 train holds ten
+# 2016 test and ten 2017 test images, mimicking the real cross-edition reuse (the real 2018
+# training set holds most 2016/2017 images). The shared ids come first in sorted order, so even
+# a `--quick` subset (the first ids of each split) holds some: the generalisation suite must
+# find and exclude them.
 _ID_BASE = {("isic2016", "train"): 0, ("isic2016", "test"): 5000, ("isic2017", "val"): 8000,
             ("isic2017", "test"): 9000, ("isic2018", "val"): 15000, ("isic2018", "test"): 16000}
+REUSED = 10  # at most this many 2016 test (half of them) and 2017 test images found again in 2018 train
 
 
 def default_root() -> Path:
@@ -45,7 +49,8 @@ def _ids(dataset: str, split: str, counts: dict[str, dict[str, int]]) -> list[in
     if dataset == "isic2017":  # train: second half of 2016 train, then new ids
         start = counts["isic2016"]["train"] // 2 if "isic2016" in counts else 2000
         return list(range(start, start + n))
-    reused = list(range(9000, 9000 + min(10, counts.get("isic2017", {}).get("test", 0), n)))
+    reused = list(range(5000, 5000 + min(REUSED, counts.get("isic2016", {}).get("test", 0) // 2, n)))
+    reused += list(range(9000, 9000 + min(REUSED, counts.get("isic2017", {}).get("test", 0), n - len(reused))))
     return reused + list(range(12000, 12000 + n - len(reused)))
 
 

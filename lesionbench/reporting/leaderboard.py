@@ -19,7 +19,7 @@ import numpy as np
 from lesionbench.config import ConfigError
 from lesionbench.data.layouts import LAYOUTS
 from lesionbench.io import atomic_write_text
-from lesionbench.reporting import plots
+from lesionbench.reporting import generalisation, plots
 from lesionbench.reporting.compare import (
     ALPHA,
     BOUNDARY,

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lesionbench.config import (
-    ConfigError, ExperimentConfig, check_folder_name, format_validation_error, load_config, read_yaml,
+    ConfigError, DatasetName, ExperimentConfig, check_folder_name, format_validation_error, load_config, read_yaml,
 )
 from lesionbench.settings import settings
 
@@ -52,6 +52,9 @@ class SuiteConfig(BaseModel):
     set: list[str] = Field(default_factory=list, description="Overrides applied to every run")
     matrix: Matrix | None = None
     suites: list[str] = Field(default_factory=list, description="Other suites to include")
+    cross_eval: dict[DatasetName, list[DatasetName]] = Field(
+        default_factory=dict, description="After training, score every run trained on KEY on these datasets' "
+                                          "test splits (images seen in training excluded): `lesionbench evaluate`")
 
     @field_validator("name")
     @classmethod

@@ -1,0 +1,151 @@
+"""The cross-dataset table: models trained on one dataset, scored on the others' test sets.
+
+Reads only files: each run's own ``metrics.json`` / ``per_image.csv`` (the in-domain column) and
+its ``eval/<dataset>/`` results written by ``lesionbench evaluate`` or a suite's ``cross_eval``.
+Cells hold the target dataset's primary (challenge) metric, the mean over seeds with a 95%
+hierarchical bootstrap CI (seeds resampled, then test images), and the number of target images
+excluded because the model had seen them in training or validation.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lesionbench.io import read_json
+from lesionbench.reporting.markdown import MISSING, esc, table
+from lesionbench.training.metrics import JACCARD_THRESHOLD
+
+CI_RESAMPLES = 2000
+OWN = "own test"
+
+
+def primary_per_image(dataset: str, rows: pd.DataFrame) -> tuple[str, np.ndarray]:
+    """(metric name, per-image values) of a binary dataset's ranking metric."""
+    iou = rows["iou"].to_numpy(float)
+    if dataset in ("isic2018", "synthetic"):
+        return "thresholded Jaccard", np.where(iou >= JACCARD_THRESHOLD, iou, 0.0)
+    if dataset == "kvasir-seg":
+        return "Dice", rows["dice"].to_numpy(float)
+    return "Jaccard", iou
+
+
+@dataclass
+class Cell:
+    """One (model, target) cell: per-seed per-image values, and what was excluded."""
+
+    metric: str = ""
+    seeds: dict[int, pd.Series] = field(default_factory=dict)  # seed -> values indexed by image id
+    excluded: list[tuple[int, int]] = field(default_factory=list)  # (excluded, of) per seed
+
+    def add(self, seed: int, dataset: str, rows: pd.DataFrame, excluded: tuple[int, int] | None = None) -> None:
+        self.metric, values = primary_per_image(dataset, rows)
+        self.seeds[seed] = pd.Series(values, index=rows["id"].astype(str))
+        if excluded is not None:
+            self.excluded.append(excluded)
+
+    def summary(self, rng: np.random.Generator) -> tuple[float, float, float] | None:
+        """(mean over seeds, CI low, CI high) on the images every seed scored."""
+        if not self.seeds:
+            return None
+        common = sorted(set.intersection(*(set(s.index) for s in self.seeds.values())))
+        if not common:
+            return None
+        grid = np.stack([s.loc[common].to_numpy(float) for s in self.seeds.values()])  # seeds × images
+        mean = float(grid.mean())
+        n_seeds, n_img = grid.shape
+        seeds = rng.integers(0, n_seeds, size=(CI_RESAMPLES, n_seeds))
+        images = rng.integers(0, n_img, size=(CI_RESAMPLES, n_img))
+        boot = np.array([grid[s][:, i].mean() for s, i in zip(seeds, images, strict=True)])
+        low, high = np.percentile(boot, [2.5, 97.5])
+        return mean, float(low), float(high)
+
+
+def collect(suite_dir: Path) -> dict[tuple[str, str], dict[str, Cell]]:
+    """{(model label, training dataset): {target dataset or OWN: Cell}} for runs with an eval/ folder."""
+    grid: dict[tuple[str, str], dict[str, Cell]] = defaultdict(lambda: defaultdict(Cell))
+    for evals in sorted(Path(suite_dir).glob("*/eval")):
+        run_dir = evals.parent
+        try:
+            own = read_json(run_dir / "metrics.json")
+            own_rows = pd.read_csv(run_dir / "per_image.csv")
+        except (OSError, ValueError):
+            continue
+        key = (str(own.get("experiment", run_dir.name)).removeprefix(f"{own.get('dataset')}_"), str(own.get("dataset")))
+        seed = int(own.get("seed", 0))
+        grid[key][OWN].add(seed, key[1], own_rows)
+        for target in sorted(p for p in evals.iterdir() if (p / "metrics.json").is_file()):
+            try:
+                meta = read_json(target / "metrics.json")
+                rows = pd.read_csv(target / "per_image.csv")
+            except (OSError, ValueError):
+                continue
+            ex = meta.get("excluded", {})
+            grid[key][str(meta["dataset"])].add(seed, str(meta["dataset"]), rows,
+                                                (int(ex.get("count", 0)), int(ex.get("of", len(rows)))))
+    return grid
+
+
+def section(suite_dir: str | Path, make_plot: bool = True) -> list[str]:
+    """Markdown lines of the cross-dataset table (empty when the suite evaluated nothing across)."""
+    suite = Path(suite_dir)
+    grid = collect(suite)
+    if not grid:
+        return []
+    targets = sorted({t for cells in grid.values() for t in cells if t != OWN})
+    rng = np.random.default_rng(0)
+    rows, values, excluded = [], {}, {}
+    for (model, source), cells in sorted(grid.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        row = [esc(model), source]
+        for target in [OWN, *targets]:
+            cell = cells.get(target)
+            stat = cell.summary(rng) if cell is not None and target != source else None
+            values[(model, source, target)] = stat[0] if stat else np.nan
+            row.append(MISSING if stat is None else
+                       f"{stat[0]:.4f} [{stat[1]:.3f}, {stat[2]:.3f}] ({cell.metric})")
+            if cell is not None and cell.excluded:
+                excluded[(source, target)] = cell.excluded[0]
+        rows.append(row)
+    lines = ["## Generalisation across datasets", "",
+             "Each model trained on one dataset (its own test split in the first column) and scored on the "
+             "other datasets' test splits with their primary metric. Cells: mean over seeds "
+             f"[95% hierarchical bootstrap CI: seeds, then test images; {CI_RESAMPLES} resamples].", ""]
+    lines += table(rows, ["Model", "Trained on", OWN, *targets]) + [""]
+    if excluded:
+        lines += ["Images excluded from a target test set because the model saw them in training or validation "
+                  "(same ISIC id or identical bytes):", ""]
+        lines += [f"- {src} → {tgt}: {n} of {of} excluded" for (src, tgt), (n, of) in sorted(excluded.items())]
+        lines += [""]
+    if make_plot:
+        path = _plot(values, targets, suite / "plots" / "generalisation.png")
+        if path is not None:
+            lines += [f"![generalisation]({path.relative_to(suite).as_posix()})", ""]
+    return lines
+
+
+def _plot(values: dict[tuple[str, str, str], float], targets: list[str], out: Path) -> Path | None:
+    """A heat map: rows model (trained on), columns own test + targets."""
+    from matplotlib.figure import Figure
+
+    from lesionbench.reporting.plots import _save
+
+    rows = sorted({(m, s) for m, s, _ in values}, key=lambda x: (x[1], x[0]))
+    cols = [OWN, *targets]
+    data = np.array([[values.get((m, s, t), np.nan) for t in cols] for m, s in rows])
+    if np.isnan(data).all():
+        return None
+    fig = Figure(figsize=(1.6 * len(cols) + 3, 0.45 * len(rows) + 1.5), layout="constrained")
+    ax = fig.add_subplot()
+    im = ax.imshow(data, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(cols)), labels=cols)
+    ax.set_yticks(range(len(rows)), labels=[f"{m} ({s})" for m, s in rows])
+    for (i, j), v in np.ndenumerate(data):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="white" if v < 0.6 else "black", fontsize=8)
+    fig.colorbar(im, ax=ax, label="primary metric (mean over seeds)")
+    ax.set_title("Generalisation: trained on (rows) → tested on (columns)")
+    return _save(fig, out)
