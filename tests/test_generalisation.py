@@ -59,7 +59,7 @@ def test_suite_cross_eval_excludes_leaks_and_writes_table(tmp_path: Path) -> Non
                                "ids": ["ISIC_0005000", "ISIC_0005001", "ISIC_0005002", "ISIC_0099999"]}
     rows16 = pd.read_csv(run_dir / "eval/isic2016/per_image.csv")
     assert sorted(rows16["id"]) == ["ISIC_0005003", "ISIC_0005004", "ISIC_0005005"] and m16["n_test"] == 3
-    assert m16["challenge"]["metric"] == "jaccard"
+    assert m16["challenge"]["metric"] == "jaccard" and {"hd95", "assd"} <= set(rows16.columns)
     assert m16["challenge"]["value"] == pytest.approx(rows16["iou"].mean(), abs=1e-9)
     m17 = read_json(run_dir / "eval/isic2017/metrics.json")
     assert (m17["excluded"]["count"], m17["excluded"]["of"], m17["n_test"]) == (10, 14, 4)
@@ -76,15 +76,22 @@ def test_suite_cross_eval_excludes_leaks_and_writes_table(tmp_path: Path) -> Non
     assert again.stdout.startswith("skipped") and "4 of 7 excluded" in again.stdout
 
 
+def _rows(iou: list[float]) -> pd.DataFrame:
+    """per_image.csv rows whose counts give these Jaccards (100-pixel images, tp = 100·iou)."""
+    tp = np.round(np.array(iou) * 100)
+    return pd.DataFrame({"id": [f"i{k}" for k in range(len(iou))], "tp": tp, "fp": 100 - tp, "fn": 0.0,
+                         "tn": 0.0, "iou": tp / 100, "dice": 2 * tp / (tp + 100)})
+
+
 def test_primary_metric_and_hierarchical_ci() -> None:
-    rows = pd.DataFrame({"id": ["a", "b", "c"], "iou": [0.9, 0.64, 0.65], "dice": [0.95, 0.78, 0.79]})
+    rows = _rows([0.9, 0.64, 0.65])
     name, values = primary_per_image("isic2018", rows)
-    assert name == "thresholded Jaccard" and values.tolist() == [0.9, 0.0, 0.65]
-    assert primary_per_image("isic2016", rows)[1].tolist() == [0.9, 0.64, 0.65]
-    assert primary_per_image("kvasir-seg", rows)[1].tolist() == [0.95, 0.78, 0.79]
+    assert name == "thresholded_jaccard" and values.tolist() == pytest.approx([0.9, 0.0, 0.65])
+    assert primary_per_image("isic2016", rows)[1].tolist() == pytest.approx([0.9, 0.64, 0.65])
+    assert primary_per_image("kvasir-seg", rows)[1].tolist() == pytest.approx(rows["dice"].tolist())
     cell = Cell()
     cell.add(0, "isic2016", rows)
-    cell.add(1, "isic2016", rows.assign(iou=[0.8, 0.5, 0.6]))
+    cell.add(1, "isic2016", _rows([0.8, 0.5, 0.6]))
     mean, low, high = cell.summary(np.random.default_rng(0))
     assert mean == pytest.approx(np.mean([0.9, 0.64, 0.65, 0.8, 0.5, 0.6]))
     assert low < mean < high and 0.5 <= low and high <= 0.9

@@ -16,22 +16,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lesionbench.io import read_json
 from lesionbench.reporting.markdown import MISSING, esc, table
-from lesionbench.training.metrics import JACCARD_THRESHOLD
+from lesionbench.data.layouts import LAYOUTS
+from lesionbench.io import read_json
+from lesionbench.errors import LesionBenchError
+from lesionbench.training.challenge import primary_metric
+from lesionbench.training.metrics import stats_from_rows
 
 CI_RESAMPLES = 2000
 OWN = "own test"
 
 
 def primary_per_image(dataset: str, rows: pd.DataFrame) -> tuple[str, np.ndarray]:
-    """(metric name, per-image values) of a binary dataset's ranking metric."""
-    iou = rows["iou"].to_numpy(float)
-    if dataset in ("isic2018", "synthetic"):
-        return "thresholded Jaccard", np.where(iou >= JACCARD_THRESHOLD, iou, 0.0)
-    if dataset == "kvasir-seg":
-        return "Dice", rows["dice"].to_numpy(float)
-    return "Jaccard", iou
+    """(metric name, per-image values) of a binary dataset's ranking metric (training/challenge.py),
+    recomputed from the per-image counts in per_image.csv."""
+    metric = primary_metric(dataset)
+    if metric.pooled:
+        raise LesionBenchError(f"{dataset}: its primary metric {metric.name} is pooled over images, "
+                               "not a mean of per-image values; the cross-dataset table covers binary datasets")
+    num, den = metric.terms(stats_from_rows(rows, LAYOUTS[dataset].class_names))
+    return metric.name, (num / den).numpy()
 
 
 @dataclass
