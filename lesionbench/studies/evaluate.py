@@ -96,7 +96,7 @@ def evaluate_run(run_dir: str | Path, dataset: str, split: str = "test", root: s
     trainer.test(task, dataloaders=target.loader(split), verbose=False)
     index, stats = task.test_result
     ids = [kept[i].id for i in index.reshape(-1).tolist()]
-    metrics, rows = summarize(stats, ids, dataset, target.class_names)
+    metrics, rows = summarize(stats, ids, dataset, target.class_names, boundary=task.test_boundary_result)
     reasons = Counter(dropped.values())
     metrics.update({
         "run": run_dir.name, "experiment": cfg.name, "model": cfg.model.name, "seed": cfg.trainer.seed,

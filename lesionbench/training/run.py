@@ -171,11 +171,11 @@ def _train(cfg: ExperimentConfig, run_dir: Path, suite: str, callbacks: list[Cal
     _save_weights(task, run_dir / WEIGHTS)
     merge_csv_logs(run_dir / "logs", [f"{i}-{p.name}" for i, p in enumerate(task.phases)])
     write_per_image(run_dir, [PerImageRow.model_validate(r) for r in rows])
-    write_metrics(run_dir, metrics)
     write_run_info(run_dir, info.model_copy(update={
         "status": "finished", "finished": _now(), "train_time_s": round(train_time, 2), "best_checkpoint": WEIGHTS,
         "resumed": resumed, "resume_count": info.resume_count + int(resumed), "determinism": determinism,
     }))
+    write_metrics(run_dir, metrics)  # last: a folder with metrics.json holds the whole result
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # nothing left to resume
     return RunResult(run_dir, "finished", metrics=metrics.model_dump(mode="json"), best_val=best_val)
 
