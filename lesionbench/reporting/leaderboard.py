@@ -69,9 +69,9 @@ class _Published:
     def cell(self, e: Entry) -> str:
         scores, changed = self.of(e)
         if not scores:
-            return MISSING
+            return esc(changed) if changed else MISSING  # e.g. "recipe unreadable (...)"
         if changed:
-            return esc(f"not comparable: changed {changed}")
+            return esc(f"not comparable: {changed}")
         return esc("; ".join(f"{p.metric} {_value(p.value)}" for p in scores))
 
 
