@@ -110,7 +110,7 @@ class SchedulerConfig(_Strict):
 
 class EarlyStoppingConfig(_Strict):
     patience: int = Field(12, ge=1)
-    monitor: str = Field("val/primary", description="Logged validation metric; val/primary = the dataset's ranking metric")
+    monitor: str = Field("val/primary", description="A logged validation metric; val/primary: the dataset's own")
     mode: Literal["min", "max"] = "max"
     min_delta: float = 0.0
 

@@ -61,7 +61,8 @@ def test_segmentation_agrees_with_the_organisers_scorer(tmp_path: Path) -> None:
     assert ours.result["validation"] == pytest.approx(theirs["validation"], abs=1e-6)
     theirs_text = SegmentationScore.from_dir(tmp_path / "truth", tmp_path / "pred").to_string()
     names = [line.split()[0] for line in theirs_text.split("Macro averaged metrics:\n")[1].splitlines()]
-    ours_names = [line.split()[0] for line in ours.text.split("Macro averaged metrics:\n")[1].split("\n\n")[0].splitlines()]
+    ours_table = ours.text.split("Macro averaged metrics:\n")[1].split("\n\n")[0]
+    ours_names = [line.split()[0] for line in ours_table.splitlines()]
     assert ours.text.startswith("Overall: ") and ours_names == names  # the same table, in the same order
     assert {"hd95", "assd"} <= set(ours.result["boundary"]) and ours.result["boundary"]["hd95"] > 0
 

@@ -69,9 +69,9 @@ class _Published:
     def cell(self, e: Entry) -> str:
         scores, changed = self.of(e)
         if not scores:
-            return MISSING
+            return esc(changed) if changed else MISSING  # e.g. "recipe unreadable (...)"
         if changed:
-            return esc(f"not comparable: changed {changed}")
+            return esc(f"not comparable: {changed}")
         return esc("; ".join(f"{p.metric} {_value(p.value)}" for p in scores))
 
 
@@ -123,7 +123,8 @@ def _footer(metric_name: str, definition: str, k: int, multi_seed: bool) -> str:
 
 def _extra(entries: list[Entry]) -> list[str]:
     rows = [[f"`{esc(e.experiment)}`", *[pm(e.stats[k]) for k, _ in EXTRA]] for e in entries]
-    return ["More overlap metrics (mean ± std over seeds):", ""] + table(rows, ["Model", *[n for _, n in EXTRA]]) + [""]
+    header = ["Model", *[n for _, n in EXTRA]]
+    return ["More overlap metrics (mean ± std over seeds):", ""] + table(rows, header) + [""]
 
 
 def _per_attribute(entries: list[Entry]) -> list[str]:

@@ -53,7 +53,7 @@ def _recipes(folder: Path) -> dict[str, Path]:
 
 
 def recipe_published(run_dir: Path, experiment: str, recipes: Path | None) -> tuple[list[PublishedScore], str]:
-    """(the recipe's published scores, "" when the run is the recipe unchanged, else what changed)."""
+    """(the recipe's published scores, "" when the run is the recipe unchanged, else why it is not)."""
     path = _recipes(recipes.resolve()).get(experiment) if recipes and recipes.is_dir() else None
     if path is None:
         return [], ""
@@ -69,7 +69,7 @@ def recipe_published(run_dir: Path, experiment: str, recipes: Path | None) -> tu
         run = parse_config(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {},
                            str(run_dir / "config.yaml"))
     except Exception as err:  # noqa: BLE001 - an old or unreadable run config: say so in the cell
-        return recipe.published, f"run config not comparable ({str(err).splitlines()[0]})"
+        return recipe.published, f"run config unreadable ({str(err).splitlines()[0]})"
     want, got = _fields(recipe), _fields(run)
     changed = [f"{k} {want.get(k)}→{got.get(k)}" for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k)]
-    return recipe.published, ", ".join(changed)
+    return recipe.published, ("changed " + ", ".join(changed)) if changed else ""

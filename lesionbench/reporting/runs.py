@@ -124,7 +124,9 @@ def read_run(run_dir: Path) -> RunRecord:
             m[key] = kind()
     rec.metrics = m
     rec.experiment = checked.experiment or rec.experiment or rec.run
-    rec.dataset = checked.dataset
+    rec.dataset = checked.dataset or rec.dataset
+    if not rec.dataset:
+        raise ValueError("metrics.json: key 'dataset' missing (and config.yaml has none)")
     rec.model = checked.model or rec.model
     rec.seed = checked.seed if checked.seed is not None else rec.seed
     csv = run_dir / "per_image.csv"

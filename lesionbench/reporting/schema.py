@@ -27,7 +27,7 @@ class RunInfo(_Lenient):
 class Metrics(_Lenient):
     """metrics.json: the test results of a finished run (cost / challenge / published are checked softly)."""
 
-    dataset: str
+    dataset: str | None = None  # else config.yaml's dataset.name
     experiment: str | None = None
     model: str | None = None
     seed: int | None = None

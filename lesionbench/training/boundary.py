@@ -4,10 +4,10 @@ Definitions follow MONAI's ``compute_hausdorff_distance(percentile=95)`` and
 ``compute_average_surface_distance(symmetric=True)``: the boundary of a mask is its pixels that
 binary erosion removes; each boundary pixel of one mask has a Euclidean distance to the nearest
 boundary pixel of the other. HD95 = max of the two directed 95th percentiles; ASSD = mean of all
-distances of both directions together. The pieces come from torchmetrics
-(``mask_edges`` and ``distance_transform`` with its scipy engine: an exact Euclidean distance
-transform, linear in pixels; its default pytorch engine needs foreground × background memory,
-far too much at ISIC sizes). MONAI is not a dependency; torchmetrics already is.
+distances of both directions together. Computed with scipy.ndimage (``binary_erosion``,
+``distance_transform_edt``: exact, linear in pixels), the calls MONAI itself makes on CPU; MONAI
+is not a dependency, and torchmetrics' helpers were measured 2× slower at ISIC sizes and 45× at
+64 px (its default distance engine also needs foreground × background memory).
 
 Empty-mask policy: both masks empty → 0 (nothing to miss); exactly one empty → the image
 diagonal sqrt(H² + W²) (the largest distance possible in the image, as some challenges do).
@@ -19,8 +19,8 @@ import math
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch import Tensor
-from torchmetrics.functional.segmentation.utils import distance_transform, mask_edges
 
 from lesionbench.errors import LesionBenchError
 
@@ -28,10 +28,13 @@ BOUNDARY_NAMES = ("hd95", "assd")
 BOUNDARY_POLICY = "both masks empty: 0; exactly one empty: the image diagonal sqrt(H²+W²); in pixels"
 
 
-def _directed(edges_from: Tensor, edges_to: Tensor) -> np.ndarray:
+def _directed(edges_from: np.ndarray, edges_to: np.ndarray) -> np.ndarray:
     """Distance from each boundary pixel of ``edges_from`` to the nearest one of ``edges_to``."""
-    dist = distance_transform((edges_to == 0).to(torch.uint8), engine="scipy")  # edges may come as uint8
-    return np.asarray(dist)[edges_from.numpy().astype(bool)]
+    return ndimage.distance_transform_edt(~edges_to)[edges_from]
+
+
+def _edges(mask: np.ndarray) -> np.ndarray:
+    return mask ^ ndimage.binary_erosion(mask)
 
 
 def boundary_distances(pred: Tensor, target: Tensor) -> tuple[float, float]:
@@ -39,18 +42,17 @@ def boundary_distances(pred: Tensor, target: Tensor) -> tuple[float, float]:
     if pred.shape != target.shape or pred.ndim != 2:
         raise LesionBenchError(f"boundary_distances: prediction {tuple(pred.shape)} and mask "
                                f"{tuple(target.shape)} must both be H×W")
-    pred, target = pred.bool().cpu(), target.bool().cpu()
+    pred, target = pred.bool().cpu().numpy(), target.bool().cpu().numpy()
     has_pred, has_target = bool(pred.any()), bool(target.any())
     if not has_pred and not has_target:
         return 0.0, 0.0
     if has_pred != has_target:
         diagonal = math.hypot(*pred.shape)
         return diagonal, diagonal
-    rows = torch.nonzero((pred | target).any(1)).flatten()
-    cols = torch.nonzero((pred | target).any(0)).flatten()
-    box = (slice(max(int(rows[0]) - 1, 0), int(rows[-1]) + 2), slice(max(int(cols[0]) - 1, 0), int(cols[-1]) + 2))
+    rows, cols = np.flatnonzero((pred | target).any(1)), np.flatnonzero((pred | target).any(0))
+    box = (slice(max(rows[0] - 1, 0), rows[-1] + 2), slice(max(cols[0] - 1, 0), cols[-1] + 2))
     # cropping to the union's box (one pixel of margin) keeps every boundary pixel and distance
-    edges_pred, edges_target = mask_edges(pred[box], target[box], crop=False)
+    edges_pred, edges_target = _edges(pred[box]), _edges(target[box])
     d_pred, d_target = _directed(edges_pred, edges_target), _directed(edges_target, edges_pred)
     hd95 = max(float(np.percentile(d_pred, 95)), float(np.percentile(d_target, 95)))
     assd = float((d_pred.sum() + d_target.sum()) / (d_pred.size + d_target.size))

@@ -144,7 +144,8 @@ class WandbTestPanel(Callback):
         dm = trainer.datamodule
         index, stats = pl_module.test_result
         ids = [dm.test_ids[i] for i in index.reshape(-1).tolist()]
-        _, rows = summarize(stats, ids, pl_module.cfg.dataset.name, dm.class_names)
+        _, rows = summarize(stats, ids, pl_module.cfg.dataset.name, dm.class_names,
+                            boundary=pl_module.test_boundary_result)
         columns = list(rows[0]) if rows else ["id"]
         table = wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])
         labels = {i + 1: name for i, name in enumerate(dm.class_names)} | {0: "background"}

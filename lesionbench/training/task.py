@@ -141,10 +141,9 @@ class SegmentationTask(L.LightningModule):
         optimizer = build_optimizer(params, self.phase.optimizer)
         epochs = int(self.trainer.max_epochs or self.phase.epochs or 1)
         steps_per_epoch = max(1, math.ceil(int(self.trainer.estimated_stepping_batches) / epochs))
-        es = self.phase.early_stopping
+        monitor, mode = selection_monitor(self.cfg, self.phase)  # plateau schedulers watch what selects
         scheduler = build_scheduler(
-            optimizer, self.phase.scheduler, epochs=epochs, steps_per_epoch=steps_per_epoch,
-            monitor=es.monitor if es else PRIMARY_MONITOR, mode=es.mode if es else "max",
+            optimizer, self.phase.scheduler, epochs=epochs, steps_per_epoch=steps_per_epoch, monitor=monitor, mode=mode,
         )
         if scheduler is None:
             return optimizer
