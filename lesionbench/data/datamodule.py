@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from lesionbench.config import DatasetConfig, ExperimentConfig
 from lesionbench.data import leakage, synthetic
 from lesionbench.data.cache import _open, build_cache, manifest_hash
+from lesionbench.data.checks import ensure_checked
 from lesionbench.data.decode import load_mask, load_pair
 from lesionbench.data.layouts import Layout, Sample, get_layout, locate, scan
 from lesionbench.data.splits import PARTS, load_or_create
@@ -168,10 +169,11 @@ class SegmentationDataModule(L.LightningDataModule):
     def _make(self, part: str) -> SegmentationDataset:
         samples, size = self.parts[part], self.cfg.image_size
         cache = None
+        label = self.cfg.split if "/" not in self.cfg.split and "." not in self.cfg.split else \
+            "file" + hashlib.sha1(self.cfg.split.encode()).hexdigest()[:6]
+        tag = f"{self.cfg.name}-{label}-{part}" + (f"-first{self.cfg.subset}" if self.cfg.subset else "")
+        ensure_checked(samples, self.cfg.name, self.root, self.work / "checked", tag)  # verify's checks, once
         if self.cfg.cache and samples:
-            label = self.cfg.split if "/" not in self.cfg.split and "." not in self.cfg.split else \
-                "file" + hashlib.sha1(self.cfg.split.encode()).hexdigest()[:6]
-            tag = f"{self.cfg.name}-{label}-{part}" + (f"-first{self.cfg.subset}" if self.cfg.subset else "")
             cache = build_cache(samples, size, self.layout.mask_threshold, self.work / "cache", tag).path
         tf = build_transforms(self.cfg.augmentation, size, train=part == "train", seed=self.seed)
         return SegmentationDataset(samples, self.layout, size, tf, cache, with_orig=part == "test")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lesionbench.data.layouts import find_dir, get_layout, locate, pair_split
+from lesionbench.data.layouts import Sample, find_dir, get_layout, locate, pair_split
 from lesionbench.errors import LesionBenchError
 
 
@@ -57,6 +57,25 @@ def _read(path: Path, report: VerifyReport, kind: str) -> tuple[Image.Image | No
         return None, (0, 0)
 
 
+def check_sample(s: Sample, report: VerifyReport) -> None:
+    """Decode one image and its masks; record unreadable files, size mismatches and non-binary masks.
+    Shared with ``run`` (data/checks.py), so both fail with the same lines."""
+    img, isize = _read(s.image, report, "image")
+    for m in s.masks:
+        mimg, msize = _read(m, report, "mask")
+        if mimg is None:
+            continue
+        if img is not None and msize != isize:
+            report.errors.append(f"{m}: mask is {msize[0]}x{msize[1]} but image {s.image.name} is "
+                                 f"{isize[0]}x{isize[1]}")
+        if m.suffix.lower() in (".jpg", ".jpeg"):
+            continue  # lossy masks (Kvasir-SEG) are binarised at 127 when loaded
+        values = np.unique(np.asarray(mimg.convert("L")))
+        if not (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}):
+            shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
+            report.errors.append(f"{m}: mask is not binary (values {shown}; expected 0 and 255)")
+
+
 def verify(name: str, root: str | Path) -> VerifyReport:
     """Check every split of ``name`` under ``root`` and return the report (never raises for faults)."""
     layout, root = get_layout(name), Path(root)
@@ -79,20 +98,7 @@ def verify(name: str, root: str | Path) -> VerifyReport:
         if len(samples) != spec.count:
             report.warnings.append(f"{img_dir}: {len(samples)} {split} pairs, the official archive has {spec.count}")
         for s in samples:
-            img, isize = _read(s.image, report, "image")
-            for m in s.masks:
-                mimg, msize = _read(m, report, "mask")
-                if mimg is None:
-                    continue
-                if img is not None and msize != isize:
-                    report.errors.append(f"{m}: mask is {msize[0]}x{msize[1]} but image {s.image.name} is "
-                                         f"{isize[0]}x{isize[1]}")
-                if m.suffix.lower() in (".jpg", ".jpeg"):
-                    continue  # lossy masks (Kvasir-SEG) are binarised at 127 when loaded
-                values = np.unique(np.asarray(mimg.convert("L")))
-                if not (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}):
-                    shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
-                    report.errors.append(f"{m}: mask is not binary (values {shown}; expected 0 and 255)")
+            check_sample(s, report)
     if not report.counts:
         first = next(iter(layout.splits.values()))
         report.errors.append(f"{root}: no {name} split found (expected e.g. {first.image_dirs[0]}/ and "
