@@ -28,6 +28,7 @@ import numpy as np
 from lesionbench.data.decode import load_pair
 from lesionbench.data.layouts import Sample
 from lesionbench.errors import LesionBenchError
+from lesionbench.io import umask
 
 CACHE_VERSION = 1
 OWNER = "owner"  # "<host> <pid>" of the process building a temp folder
@@ -111,12 +112,6 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _reserve(path: Path) -> None:
     """Allocate the memory map's blocks now: on a full disk this raises ENOSPC here instead of a
     SIGBUS ("Bus error") when a page of the sparse file is first written."""
@@ -155,7 +150,7 @@ def build_cache(samples: list[Sample], size: int, threshold: int, cache_dir: Pat
                                "$LESIONBENCH_WORKDIR to a writable folder") from None
     need = cache_bytes(n, c, size)
     try:
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700: a lab's shared cache follows the umask
+        tmp.chmod(0o777 & ~umask())  # mkdtemp makes 0700: a lab's shared cache follows the umask
         (tmp / OWNER).write_text(f"{socket.gethostname()} {os.getpid()}")
         if shutil.disk_usage(tmp).free < need:
             raise _no_space(folder.parent, need)
