@@ -149,7 +149,11 @@ class SegmentationDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         base = _synthetic_base(self.cfg.name, self.cfg.root)
         if base is not None:
-            synthetic.ensure(base)
+            try:
+                synthetic.ensure(base)
+            except OSError as err:  # read-only, a file in the way, full disk
+                raise LesionBenchError(f"{base}: cannot write the synthetic replica there ({err.strerror or err}); "
+                                       "set $LESIONBENCH_SYNTHETIC (or dataset.root) to a writable folder") from None
 
     def setup(self, stage: str | None = None) -> None:
         if self.parts:
@@ -157,6 +161,9 @@ class SegmentationDataModule(L.LightningDataModule):
         self.prepare_data()  # idempotent; covers setup() called without a Trainer
         self.root = resolve_root(self.cfg.name, self.cfg.root)
         self.work = work_dir(self.root)
+        if not os.access(self.root, os.W_OK) and self.work.is_relative_to(Path.home() / ".cache" / "lesionbench"):
+            log.warning("%s is read-only: splits and caches go to %s (set $LESIONBENCH_WORKDIR to choose)",
+                        self.root, self.work)
         official = scan(self.cfg.name, self.root)
         split = load_or_create(self.cfg.name, self.cfg.split, official, self.work / "splits")
         by_id = {s.id: s for samples in official.values() for s in samples}
