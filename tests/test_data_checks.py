@@ -50,7 +50,7 @@ def test_run_fails_with_verify_lines(clean: Path, tmp_path: Path, monkeypatch: p
 
 
 def test_check_runs_once_per_manifest(clean: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import lesionbench.data.checks as checks
+    from lesionbench.data import checks
     monkeypatch.setenv("LESIONBENCH_WORKDIR", str(tmp_path / "work"))
     calls: list[str] = []
     real = checks.check_sample

@@ -61,7 +61,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
             if p.is_file():
                 z.write(p, p.relative_to(syn / "kvasir-seg"))
         z.writestr("__MACOSX/Kvasir-SEG/._x.jpg", b"junk")
-    handler = lambda *a, **k: RangeHandler(*a, directory=str(serve), **k)  # noqa: E731
+    handler = lambda *a, **k: RangeHandler(*a, directory=str(serve), **k)
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}", serve
@@ -99,6 +99,7 @@ def test_resume_partial_download(server, tmp_path: Path) -> None:
 def test_dropped_connection_is_never_promoted(server, tmp_path: Path) -> None:
     """Issue 18.10: a short body (Content-Length says more) stays a resumable .part; the next call resumes."""
     import hashlib
+
     from lesionbench.errors import LesionBenchError
     url, serve = server
     data = (serve / "kvasir-seg.zip").read_bytes()

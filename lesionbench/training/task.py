@@ -7,11 +7,12 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 
 from lesionbench.config import ExperimentConfig, PhaseConfig
 from lesionbench.models import create_model, freeze, unfreeze
 from lesionbench.training.losses import build_loss
-from lesionbench.training.metrics import PerImageStats, ValDice, image_stats, resize_logits_to
+from lesionbench.training.metrics import PerImageStats, ValDice, image_stats
 from lesionbench.training.optim import build_optimizer, build_scheduler, init_weights
 
 
@@ -88,7 +89,7 @@ class SegmentationTask(L.LightningModule):
         logits = self._final(self(batch["image"]))
         stats = []
         for i, gt in enumerate(batch["orig_mask"]):
-            up = resize_logits_to(logits[i : i + 1].float(), gt.shape[-2:])  # predict's resize too
+            up = F.interpolate(logits[i : i + 1].float(), size=tuple(gt.shape[-2:]), mode="bilinear", align_corners=False)
             stats.append(image_stats(up.sigmoid() > self.threshold, gt.unsqueeze(0).bool()))
         self.test_stats.update(torch.cat(stats), batch["index"])
 
