@@ -59,3 +59,16 @@ def test_check_runs_once_per_manifest(clean: Path, tmp_path: Path, monkeypatch: 
     assert len(calls) == 10
     _setup(clean / "isic2018")
     assert len(calls) == 10  # unchanged files: not decoded again
+
+
+def test_unpaired_files_fail_with_verify_lines(clean: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LESIONBENCH_WORKDIR", str(tmp_path / "work"))
+    root = tmp_path / "isic2018"
+    shutil.copytree(clean / "isic2018", root)
+    gt = root / "ISIC2018_Task1_Training_GroundTruth"
+    sorted(gt.glob("*_segmentation.png"))[0].unlink()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(gt / "ISIC_0099999_segmentation.png")
+    with pytest.raises(LesionBenchError) as err:
+        _setup(root)
+    expected = [f"ERROR {e}" for e in verify("isic2018", root).errors]
+    assert len(expected) == 2 and all(line in str(err.value).splitlines() for line in expected)

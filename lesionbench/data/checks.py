@@ -11,10 +11,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from lesionbench.data.cache import manifest_hash
-from lesionbench.data.layouts import Sample
-from lesionbench.data.verify import VerifyReport, check_sample
+from lesionbench.data.layouts import Layout, Sample, pair_split
+from lesionbench.data.verify import VerifyReport, check_sample, pairing_errors
 from lesionbench.errors import LesionBenchError
 from lesionbench.io import atomic_write_text
+
+
+def check_pairs(layout: Layout, root: Path) -> None:
+    """Unpaired files fail with verify's lines (cheap: folder listings only, so every time)."""
+    report = VerifyReport(layout.name, Path(root))
+    for split in layout.splits:
+        samples, lone_images, lone_masks = pair_split(layout, root, split)
+        report.errors.extend(pairing_errors(layout, root, split, lone_images, lone_masks))
+        if samples:
+            report.counts[split] = len(samples)
+    _raise_if_failed(report)
 
 
 def ensure_checked(samples: list[Sample], dataset: str, root: Path, marker_dir: Path, tag: str) -> None:
@@ -27,10 +38,14 @@ def ensure_checked(samples: list[Sample], dataset: str, root: Path, marker_dir: 
     report = VerifyReport(dataset, Path(root), counts={tag: len(samples)})
     for s in samples:
         check_sample(s, report)
-    if report.errors:
-        lines = [f"ERROR {e}" for e in report.errors] + [report.summary()]
-        raise LesionBenchError("\n".join(lines) + "\nfix or replace these files (`lesionbench data verify "
-                               f"{dataset}` lists every fault), then run again")
+    _raise_if_failed(report)
     for old in marker.parent.glob(f"{tag}-*.ok"):  # markers of earlier versions of these files
         old.unlink(missing_ok=True)
     atomic_write_text(marker, f"{len(samples)} samples passed the data verify checks\n")
+
+
+def _raise_if_failed(report: VerifyReport) -> None:
+    if report.errors:
+        lines = [f"ERROR {e}" for e in report.errors] + [report.summary()]
+        raise LesionBenchError("\n".join(lines) + "\nfix or replace these files (`lesionbench data verify "
+                               f"{report.name}` lists every fault), then run again")

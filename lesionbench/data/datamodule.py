@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from lesionbench.config import DatasetConfig, ExperimentConfig
 from lesionbench.data import leakage, synthetic
 from lesionbench.data.cache import _open, build_cache, manifest_hash
-from lesionbench.data.checks import ensure_checked
+from lesionbench.data.checks import check_pairs, ensure_checked
 from lesionbench.data.decode import load_mask, load_pair
 from lesionbench.data.layouts import Layout, Sample, get_layout, locate, scan
 from lesionbench.data.splits import PARTS, load_or_create
@@ -164,6 +164,7 @@ class SegmentationDataModule(L.LightningDataModule):
         if not os.access(self.root, os.W_OK) and self.work.is_relative_to(Path.home() / ".cache" / "lesionbench"):
             log.warning("%s is read-only: splits and caches go to %s (set $LESIONBENCH_WORKDIR to choose)",
                         self.root, self.work)
+        check_pairs(self.layout, self.root)  # unpaired files: verify's lines, before scan's summary
         official = scan(self.cfg.name, self.root)
         split = load_or_create(self.cfg.name, self.cfg.split, official, self.work / "splits")
         by_id = {s.id: s for samples in official.values() for s in samples}
