@@ -66,7 +66,7 @@ def test_unpaired_files_fail_with_verify_lines(clean: Path, tmp_path: Path, monk
     root = tmp_path / "isic2018"
     shutil.copytree(clean / "isic2018", root)
     gt = root / "ISIC2018_Task1_Training_GroundTruth"
-    sorted(gt.glob("*_segmentation.png"))[0].unlink()
+    min(gt.glob("*_segmentation.png")).unlink()
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(gt / "ISIC_0099999_segmentation.png")
     with pytest.raises(LesionBenchError) as err:
         _setup(root)
