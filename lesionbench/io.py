@@ -19,6 +19,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; a lab's shared folders follow the umask
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
             fh.flush()
@@ -62,3 +63,10 @@ def atomic_write_csv(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def umask() -> int:
+    """The process's umask (read by setting and restoring it; Python has no getter before 3.13)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -75,3 +75,36 @@ def test_split_file_paths(tmp_path: Path) -> None:
         load_or_create("kvasir-seg", str(ghost), pool, tmp_path)
     with pytest.raises(LesionBenchError, match="unknown split 'seed999'"):
         make_split("kvasir-seg", "seed999", pool)
+
+
+@pytest.mark.parametrize("garbage", [b"\x00\xff\xfe garbage", b"[1, 2, 3]", b'{"train": 5}', b'{"train": ['])
+def test_corrupt_written_split_is_rebuilt(tmp_path: Path, garbage: bytes) -> None:
+    """Issue 18.14: our own split file, damaged, is recomputed (it is derived from the files)."""
+    pool = {"all": _samples("k", 50)}
+    first = load_or_create("kvasir-seg", "seed002", pool, tmp_path)
+    f = tmp_path / "kvasir-seg__seed002.json"
+    f.write_bytes(garbage)
+    assert load_or_create("kvasir-seg", "seed002", pool, tmp_path) == first
+    assert json.loads(f.read_text())["train"] == first["train"]
+
+
+@pytest.mark.parametrize("garbage", [b"\x00\xff\xfe garbage", b"[1, 2, 3]", b'{"train": 5}', b'{"train": ['])
+def test_corrupt_user_split_file_is_named(tmp_path: Path, garbage: bytes) -> None:
+    """A user's split file cannot be rebuilt: one line naming it and the fix."""
+    pool = {"all": _samples("k", 6)}
+    f = tmp_path / "mine.json"
+    f.write_bytes(garbage)
+    with pytest.raises(LesionBenchError, match=r"mine\.json: .*(fix or re-create it|write it again)") as err:
+        load_or_create("kvasir-seg", str(f), pool, tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_split_file_follows_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+    before = os.umask(0o002)
+    try:
+        load_or_create("kvasir-seg", "seed002", {"all": _samples("k", 20)}, tmp_path)
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE((tmp_path / "kvasir-seg__seed002.json").stat().st_mode) == 0o664

@@ -101,3 +101,25 @@ def test_dilated_same_padding_runs_in_onnxruntime(tmp_path: Path) -> None:
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
     with torch.no_grad():
         assert np.abs(got - net(x).numpy()).max() < 1e-5
+
+
+def test_exported_model_with_documented_preprocessing_equals_predict(unet_run: Path, tmp_path: Path) -> None:
+    """config.json names the one preprocessing (data/preprocess.py); following it reproduces predict."""
+    from PIL import Image
+
+    from lesionbench.data.preprocess import describe, model_input
+    from lesionbench.inference.export import export_run
+    from lesionbench.inference.load import load_run
+    from lesionbench.inference.predict import predict_path
+    from lesionbench.models import load_pretrained
+    from lesionbench.training.metrics import resize_logits_to
+    export_run(unet_run, "safetensors", tmp_path / "st")
+    meta = json.loads((tmp_path / "st" / "config.json").read_text())
+    assert meta["preprocessing"] == describe(32)
+    image = tmp_path / "x.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)).save(image)
+    x, size = model_input(image, meta["preprocessing"]["image_size"])
+    with torch.no_grad():
+        probs = resize_logits_to(load_pretrained(tmp_path / "st").eval()(x[None]), size)[0].sigmoid().numpy()
+    task, cfg = load_run(unet_run)
+    assert size == (70, 90) and np.array_equal(probs, predict_path(task.model, cfg, image))

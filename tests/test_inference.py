@@ -211,3 +211,13 @@ def test_predict_never_overwrites_silently(tmp_path: Path) -> None:
     assert {p: p.read_bytes() for p in first} == before
     again = predict_files(run, [x2], tmp_path / "out", overwrite=True)
     assert sorted(again) == sorted(first)
+
+
+def test_predict_unwritable_out_is_one_line(tmp_path: Path) -> None:
+    from lesionbench.inference.predict import predict_files
+    run = fake_run(tmp_path / "run", _ds_cfg("isic2018"))
+    blocker = tmp_path / "out"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(LesionBenchError, match=r"out/x_mask\.png: cannot write .*choose a writable --out") as err:
+        predict_files(run, [_image(tmp_path / "x.png", 20, 20)], blocker)
+    assert "\n" not in str(err.value)

@@ -60,7 +60,8 @@ def test_predict_reproduces_per_image_csv(tiny_run: tuple[Path, Path], tiny_synt
     run, work = tiny_run
     samples, _ = _test_samples(run, work, tiny_synthetic)
     predict_files(run, [s.image for s in samples], tmp_path / "sub", fmt="isic")
-    rows = {r["id"]: r for r in csv.DictReader(open(run / "per_image.csv"))}
+    with open(run / "per_image.csv") as fh:
+        rows = {r["id"]: r for r in csv.DictReader(fh)}
     assert sorted(rows) == sorted(s.id for s in samples)
     assert len({r["dice"] for r in rows.values()}) > 2  # not all-empty predictions: the check has teeth
     for s in samples:

@@ -11,11 +11,15 @@ Benchmark: ``python -m lesionbench.data.cache --bench`` (uncached vs cached epoc
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
+import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +27,13 @@ import numpy as np
 
 from lesionbench.data.decode import load_pair
 from lesionbench.data.layouts import Sample
+from lesionbench.errors import LesionBenchError
+from lesionbench.io import umask
 
 CACHE_VERSION = 1
+OWNER = "owner"  # "<host> <pid>" of the process building a temp folder
+STALE_AFTER_S = 30 * 60  # a temp folder from another host untouched this long is abandoned
+log = logging.getLogger(__name__)
 
 
 def manifest_hash(samples: list[Sample], extra: str = "") -> str:
@@ -51,32 +60,122 @@ def _open(folder: Path) -> CachedArrays:
                         ids, folder)
 
 
+def _open_valid(folder: Path, samples: list[Sample], size: int, c: int) -> CachedArrays | None:
+    """The cache in ``folder`` if every file parses and matches the samples; a corrupt one is removed."""
+    if not (folder / "ids.json").is_file():
+        return None
+    n = len(samples)
+    try:
+        arrays = _open(folder)
+        if (arrays.ids != [s.id for s in samples] or arrays.images.shape != (n, size, size, 3)
+                or arrays.masks.shape != (n, c, size, size)):
+            raise ValueError("ids or array shapes do not match the samples")
+        return arrays
+    except (OSError, ValueError, EOFError) as err:  # garbage, truncated .npy, bad JSON
+        log.warning("%s: corrupt cache (%s); rebuilding it", folder, err)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+
+
+def cache_bytes(n: int, c: int, size: int) -> int:
+    """Bytes a cache of n images (c mask channels) at size×size takes on disk (+ headers)."""
+    return n * size * size * (3 + c) + 4096
+
+
+def clean_leftovers(cache_dir: Path) -> list[Path]:
+    """Remove ``.<tag>-XXXX`` temp folders of builds that were killed: their owner process (same
+    host) is gone, or they are older than STALE_AFTER_S (another host). Returns what was removed."""
+    removed = []
+    for tmp in Path(cache_dir).glob(".*-*"):
+        if not tmp.is_dir():
+            continue
+        try:
+            host, _, pid = (tmp / OWNER).read_text().partition(" ")
+            alive = host == socket.gethostname() and _pid_alive(int(pid))
+            foreign = host != socket.gethostname()
+        except (OSError, ValueError):
+            alive, foreign = False, True
+        newest = max((p.stat().st_mtime for p in (tmp, *tmp.iterdir())), default=0.0)
+        if not alive and (not foreign or time.time() - newest > STALE_AFTER_S):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the memory map's blocks now: on a full disk this raises ENOSPC here instead of a
+    SIGBUS ("Bus error") when a page of the sparse file is first written."""
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "r+b") as fh:
+            try:
+                os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+            except OSError as err:
+                if err.errno == errno.ENOSPC:
+                    raise
+                # EOPNOTSUPP/EINVAL: the filesystem cannot preallocate; the free-space check stands
+
+
+def _no_space(folder: Path, need: int) -> LesionBenchError:
+    free = shutil.disk_usage(folder).free
+    return LesionBenchError(f"{folder}: not enough disk space for the cache ({need / 1e6:.1f} MB needed, "
+                            f"{free / 1e6:.1f} MB free); free some space or set $LESIONBENCH_WORKDIR to a larger disk")
+
+
 def build_cache(samples: list[Sample], size: int, threshold: int, cache_dir: Path, tag: str) -> CachedArrays:
-    """Return the cache for these samples at this size, building it if absent or stale."""
+    """Return the cache for these samples at this size, building it if absent, stale or corrupt."""
     key = manifest_hash(samples, f"{size}:{threshold}")
     folder = Path(cache_dir) / f"{tag}-{size}px-{key}"
-    if (folder / "ids.json").is_file():
-        return _open(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    for old in folder.parent.glob(f"{tag}-{size}px-*"):  # stale versions of the same part
-        shutil.rmtree(old, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{tag}-", dir=folder.parent))
+    n, c = len(samples), len(samples[0].masks) if samples else 1
+    arrays = _open_valid(folder, samples, size, c)
+    if arrays is not None:
+        return arrays
     try:
-        n, c = len(samples), len(samples[0].masks) if samples else 1
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        clean_leftovers(folder.parent)
+        for old in folder.parent.glob(f"{tag}-{size}px-*"):  # stale versions of the same part
+            shutil.rmtree(old, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{tag}-", dir=folder.parent))
+    except PermissionError as err:
+        raise LesionBenchError(f"{folder.parent}: cannot write the cache there ({err.strerror}); set "
+                               "$LESIONBENCH_WORKDIR to a writable folder") from None
+    need = cache_bytes(n, c, size)
+    try:
+        tmp.chmod(0o777 & ~umask())  # mkdtemp makes 0700: a lab's shared cache follows the umask
+        (tmp / OWNER).write_text(f"{socket.gethostname()} {os.getpid()}")
+        if shutil.disk_usage(tmp).free < need:
+            raise _no_space(folder.parent, need)
         images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8, (n, size, size, 3))
         masks = np.lib.format.open_memmap(tmp / "masks.npy", "w+", np.uint8, (n, c, size, size))
+        _reserve(tmp / "images.npy")
+        _reserve(tmp / "masks.npy")
         for i, s in enumerate(samples):
             images[i], masks[i] = load_pair(s, threshold, size)
         images.flush()
         masks.flush()
         del images, masks
         (tmp / "ids.json").write_text(json.dumps([s.id for s in samples]))
+        (tmp / OWNER).unlink()
         try:
             os.replace(tmp, folder)
         except OSError:  # another process (e.g. a DDP rank) finished the same cache first
             if not (folder / "ids.json").is_file():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _no_space(folder.parent, need) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from lesionbench.config import DatasetConfig, ExperimentConfig
 from lesionbench.data import leakage, synthetic
 from lesionbench.data.cache import _open, build_cache, manifest_hash
+from lesionbench.data.checks import check_pairs, ensure_checked
 from lesionbench.data.decode import load_mask, load_pair
 from lesionbench.data.layouts import Layout, Sample, get_layout, locate, scan
 from lesionbench.data.splits import PARTS, load_or_create
@@ -148,7 +149,11 @@ class SegmentationDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         base = _synthetic_base(self.cfg.name, self.cfg.root)
         if base is not None:
-            synthetic.ensure(base)
+            try:
+                synthetic.ensure(base)
+            except OSError as err:  # read-only, a file in the way, full disk
+                raise LesionBenchError(f"{base}: cannot write the synthetic replica there ({err.strerror or err}); "
+                                       "set $LESIONBENCH_SYNTHETIC (or dataset.root) to a writable folder") from None
 
     def setup(self, stage: str | None = None) -> None:
         if self.parts:
@@ -156,6 +161,10 @@ class SegmentationDataModule(L.LightningDataModule):
         self.prepare_data()  # idempotent; covers setup() called without a Trainer
         self.root = resolve_root(self.cfg.name, self.cfg.root)
         self.work = work_dir(self.root)
+        if not os.access(self.root, os.W_OK) and self.work.is_relative_to(Path.home() / ".cache" / "lesionbench"):
+            log.warning("%s is read-only: splits and caches go to %s (set $LESIONBENCH_WORKDIR to choose)",
+                        self.root, self.work)
+        check_pairs(self.layout, self.root)  # unpaired files: verify's lines, before scan's summary
         official = scan(self.cfg.name, self.root)
         split = load_or_create(self.cfg.name, self.cfg.split, official, self.work / "splits")
         by_id = {s.id: s for samples in official.values() for s in samples}
@@ -168,10 +177,11 @@ class SegmentationDataModule(L.LightningDataModule):
     def _make(self, part: str) -> SegmentationDataset:
         samples, size = self.parts[part], self.cfg.image_size
         cache = None
+        label = self.cfg.split if "/" not in self.cfg.split and "." not in self.cfg.split else \
+            "file" + hashlib.sha1(self.cfg.split.encode()).hexdigest()[:6]
+        tag = f"{self.cfg.name}-{label}-{part}" + (f"-first{self.cfg.subset}" if self.cfg.subset else "")
+        ensure_checked(samples, self.cfg.name, self.root, self.work / "checked", tag)  # verify's checks, once
         if self.cfg.cache and samples:
-            label = self.cfg.split if "/" not in self.cfg.split and "." not in self.cfg.split else \
-                "file" + hashlib.sha1(self.cfg.split.encode()).hexdigest()[:6]
-            tag = f"{self.cfg.name}-{label}-{part}" + (f"-first{self.cfg.subset}" if self.cfg.subset else "")
             cache = build_cache(samples, size, self.layout.mask_threshold, self.work / "cache", tag).path
         tf = build_transforms(self.cfg.augmentation, size, train=part == "train", seed=self.seed)
         return SegmentationDataset(samples, self.layout, size, tf, cache, with_orig=part == "test")

@@ -8,6 +8,7 @@ Sizes and sha256 sums are checked when known (None = not published by the organi
 from __future__ import annotations
 
 import hashlib
+import http.client
 import urllib.error
 import urllib.request
 import zipfile
@@ -65,21 +66,45 @@ def _check(path: Path, a: Archive) -> None:
         raise LesionBenchError(f"{path}: sha256 mismatch with {a.url} (file removed); download again")
 
 
+def _total(headers: object, start: int, status: int) -> int | None:
+    """The full file size the server announces: Content-Range's ``/total`` (206, 416), else
+    Content-Length (+ the resumed offset); None when it says nothing."""
+    rng = headers.get("Content-Range") if headers else None
+    if rng and "/" in rng and rng.rsplit("/", 1)[1].strip().isdigit():
+        return int(rng.rsplit("/", 1)[1])
+    length = headers.get("Content-Length") if headers and status != 416 else None
+    return int(length) + start if length and length.isdigit() else None
+
+
+def _range_start(headers: object) -> int | None:
+    """First byte of a 206 answer (``Content-Range: bytes N-M/T``)."""
+    rng = (headers.get("Content-Range") or "").removeprefix("bytes ").split("-")[0]
+    return int(rng) if rng.isdigit() else None
+
+
 def fetch(a: Archive, folder: Path, progress: bool = True, timeout: float = 60) -> Path:
-    """Download ``a`` into ``folder`` (resuming a ``.part`` file) and check size/sha256."""
+    """Download ``a`` into ``folder`` (resuming a ``.part`` file) and check size/sha256.
+
+    The ``.part`` file becomes the archive only once it holds every byte the server announced
+    (Content-Range / Content-Length totals) and matches the published size and checksum; a
+    dropped connection leaves it in place for the next call to resume with a Range request.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     dest, part = folder / a.filename, folder / (a.filename + ".part")
     if dest.is_file():
         _check(dest, a)
         return dest
     start = part.stat().st_size if part.is_file() else 0
+    if a.size is not None and start > a.size:  # not a prefix of this archive
+        part.unlink()
+        start = 0
     req = urllib.request.Request(a.url, headers={"Range": f"bytes={start}-"} if start else {})
+    total = a.size
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
-            if start and r.status != 206:  # the server ignored Range: start again
+            if start and (r.status != 206 or _range_start(r.headers) != start):  # Range ignored: start again
                 start = 0
-            length = r.headers.get("Content-Length")
-            total = int(length) + start if length else a.size
+            total = _total(r.headers, start, r.status) or a.size
             with open(part, "ab" if start else "wb") as f, Progress(
                 "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                 TransferSpeedColumn(), TimeRemainingColumn(), disable=not progress, transient=True,
@@ -89,12 +114,21 @@ def fetch(a: Archive, folder: Path, progress: bool = True, timeout: float = 60) 
                     f.write(block)
                     bar.advance(task, len(block))
     except urllib.error.HTTPError as err:
-        if not (err.code == 416 and start):  # 416 with a .part: it was already complete
+        if not (err.code == 416 and start):  # 416 with a .part: complete, if the total agrees
             raise LesionBenchError(f"{a.url}: HTTP {err.code} {err.reason}; check the URL or download it by hand "
                                    f"into {folder}") from None
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+        total = _total(err.headers, start, 416) or a.size
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
         raise LesionBenchError(f"{a.url}: download interrupted ({err}); run the command again to resume "
                                f"from {part}") from None
+    have = part.stat().st_size
+    if total is not None and have < total:
+        raise LesionBenchError(f"{a.url}: connection dropped at {have} of {total} bytes; run the command again "
+                               f"to resume from {part}")
+    if total is not None and have > total:
+        part.unlink()
+        raise LesionBenchError(f"{part}: {have} bytes but the server's file has {total} (not a prefix of it; "
+                               "removed); run the command again to download it afresh")
     _check(part, a)
     part.replace(dest)
     return dest

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 from pathlib import Path
 
 from lesionbench.data.layouts import Sample
 from lesionbench.errors import LesionBenchError
+from lesionbench.io import atomic_write_json
+
+log = logging.getLogger(__name__)
 
 PARTS = ("train", "val", "test")
 SPLIT_SEED = 42  # fixed per split name, so every training seed sees the same split
@@ -80,15 +84,23 @@ def read_split_file(path: Path) -> Split:
     """JSON {"train": [...], "val": [...], "test": [...]} or TXT lines '<part> <id>' ('#' comments)."""
     if not path.is_file():
         raise LesionBenchError(f"{path}: split file not found (give official, seed000..seed002 or an existing file)")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise LesionBenchError(f"{path}: not a text split file (binary or damaged); write it again as JSON "
+                               '{"train": [...], "val": [...], "test": [...]} or as lines \'<part> <id>\'') from None
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise LesionBenchError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+            raise LesionBenchError(f"{path}: not valid JSON ({err.msg}, line {err.lineno}); fix or re-create it") from None
+        if not isinstance(data, dict) or not all(isinstance(data.get(p, []), list) for p in PARTS):
+            raise LesionBenchError(f"{path}: expected an object of id lists {{\"train\": [...], \"val\": [...], "
+                                   f"\"test\": [...]}}, got {type(data).__name__}; fix or re-create it")
         split = {p: [str(i) for i in data.get(p, [])] for p in PARTS}
     else:
         split = {p: [] for p in PARTS}
-        for n, line in enumerate(path.read_text().splitlines(), 1):
+        for n, line in enumerate(text.splitlines(), 1):
             line = line.split("#")[0].strip()
             if not line:
                 continue
@@ -111,6 +123,30 @@ def split_path(split_dir: Path, dataset: str, name: str) -> Path:
     return split_dir / f"{dataset}__{name}.json"
 
 
+def _read_written(path: Path, pool: str) -> Split | None:
+    """A split written earlier for this pool of files; None when absent, for other files, or
+    corrupt (a corrupt one is only our own cache of ``make_split``: it is rebuilt, with a warning)."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        split = {p: [str(i) for i in data[p]] for p in PARTS}
+        if not all(isinstance(data[p], list) for p in PARTS):
+            raise TypeError("parts are not id lists")
+    except (ValueError, KeyError, TypeError, AttributeError) as err:  # JSONDecodeError, UnicodeDecodeError
+        log.warning("%s: corrupt split file (%s: %s); rebuilding it", path, type(err).__name__, err)
+        return None
+    return split if data.get("pool_hash") == pool else None
+
+
+def _write(path: Path, payload: dict) -> None:
+    try:
+        atomic_write_json(path, payload)
+    except PermissionError as err:
+        raise LesionBenchError(f"{path.parent}: cannot write the split there ({err.strerror}); set "
+                               "$LESIONBENCH_WORKDIR to a writable folder") from None
+
+
 def load_or_create(dataset: str, name: str, official: dict[str, list[Sample]], split_dir: Path) -> Split:
     """A path -> read it; a name -> reuse ``<split_dir>/<dataset>__<name>.json`` if it was made
     from the same files, else compute and write it. Every id must exist among the samples."""
@@ -119,18 +155,10 @@ def load_or_create(dataset: str, name: str, official: dict[str, list[Sample]], s
         split, source = read_split_file(Path(name)), name
     else:
         path, pool = split_path(split_dir, dataset, name), _pool_hash(official)
-        split = None
-        if path.is_file():
-            data = json.loads(path.read_text())
-            if data.get("pool_hash") == pool:
-                split = {p: data[p] for p in PARTS}
+        split = _read_written(path, pool)
         if split is None:
             split = make_split(dataset, name, official)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            payload = {"dataset": dataset, "split": name, "seed": SPLIT_SEED, "pool_hash": pool, **split}
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(payload, indent=1))
-            tmp.replace(path)
+            _write(path, {"dataset": dataset, "split": name, "seed": SPLIT_SEED, "pool_hash": pool, **split})
         source = str(path)
     check_disjoint(split, source)
     unknown = [i for p in PARTS for i in split[p] if i not in known]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lesionbench.data.layouts import find_dir, get_layout, locate, pair_split
+from lesionbench.data.layouts import Layout, Sample, find_dir, get_layout, locate, pair_split
 from lesionbench.errors import LesionBenchError
 
 
@@ -57,6 +57,37 @@ def _read(path: Path, report: VerifyReport, kind: str) -> tuple[Image.Image | No
         return None, (0, 0)
 
 
+def pairing_errors(layout: Layout, root: Path, split: str, lone_images: list[Path],
+                   lone_masks: list[Path]) -> list[str]:
+    """One line per image without its mask(s) and per mask without its image (shared with ``run``)."""
+    spec = layout.splits[split]
+    img_dir, mask_dir = find_dir(root, spec.image_dirs), find_dir(root, spec.mask_dirs)
+    lines = []
+    for p in lone_images:
+        expected = ", ".join(p.stem + s + layout.mask_exts[0] for s in layout.mask_suffixes)
+        lines.append(f"{p}: image has no mask (expected {expected} in {mask_dir})")
+    return lines + [f"{p}: mask has no image in {img_dir}" for p in lone_masks]
+
+
+def check_sample(s: Sample, report: VerifyReport) -> None:
+    """Decode one image and its masks; record unreadable files, size mismatches and non-binary masks.
+    Shared with ``run`` (data/checks.py), so both fail with the same lines."""
+    img, isize = _read(s.image, report, "image")
+    for m in s.masks:
+        mimg, msize = _read(m, report, "mask")
+        if mimg is None:
+            continue
+        if img is not None and msize != isize:
+            report.errors.append(f"{m}: mask is {msize[0]}x{msize[1]} but image {s.image.name} is "
+                                 f"{isize[0]}x{isize[1]}")
+        if m.suffix.lower() in (".jpg", ".jpeg"):
+            continue  # lossy masks (Kvasir-SEG) are binarised at 127 when loaded
+        values = np.unique(np.asarray(mimg.convert("L")))
+        if not (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}):
+            shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
+            report.errors.append(f"{m}: mask is not binary (values {shown}; expected 0 and 255)")
+
+
 def verify(name: str, root: str | Path) -> VerifyReport:
     """Check every split of ``name`` under ``root`` and return the report (never raises for faults)."""
     layout, root = get_layout(name), Path(root)
@@ -70,29 +101,12 @@ def verify(name: str, root: str | Path) -> VerifyReport:
                                    f"(archive not downloaded? get it from {layout.source})")
             continue
         samples, lone_images, lone_masks = pair_split(layout, root, split)
-        for p in lone_images:
-            expected = ", ".join(p.stem + s + layout.mask_exts[0] for s in layout.mask_suffixes)
-            report.errors.append(f"{p}: image has no mask (expected {expected} in {mask_dir})")
-        for p in lone_masks:
-            report.errors.append(f"{p}: mask has no image in {img_dir}")
+        report.errors.extend(pairing_errors(layout, root, split, lone_images, lone_masks))
         report.counts[split] = len(samples)
         if len(samples) != spec.count:
             report.warnings.append(f"{img_dir}: {len(samples)} {split} pairs, the official archive has {spec.count}")
         for s in samples:
-            img, isize = _read(s.image, report, "image")
-            for m in s.masks:
-                mimg, msize = _read(m, report, "mask")
-                if mimg is None:
-                    continue
-                if img is not None and msize != isize:
-                    report.errors.append(f"{m}: mask is {msize[0]}x{msize[1]} but image {s.image.name} is "
-                                         f"{isize[0]}x{isize[1]}")
-                if m.suffix.lower() in (".jpg", ".jpeg"):
-                    continue  # lossy masks (Kvasir-SEG) are binarised at 127 when loaded
-                values = np.unique(np.asarray(mimg.convert("L")))
-                if not (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}):
-                    shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
-                    report.errors.append(f"{m}: mask is not binary (values {shown}; expected 0 and 255)")
+            check_sample(s, report)
     if not report.counts:  # a wrong root: one error, not a warning per missing folder
         first = next(iter(layout.splits.values()))
         report.warnings.clear()

@@ -89,8 +89,12 @@ def error_map(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def save_png(array: np.ndarray, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG")
+    """Write a PNG; a folder that cannot be written is one line naming it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG")
+    except OSError as err:
+        raise LesionBenchError(f"{path}: cannot write ({err.strerror or err}); choose a writable --out") from None
     return path
 
 
