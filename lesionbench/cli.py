@@ -315,11 +315,11 @@ def tune(
 
     Example: lesionbench tune experiments/kvasir_resnet50_unet.yaml --synthetic --quick
     """
+    if study_name is not None:  # before the heavy imports: bad input fails fast
+        safe_folder_name(study_name, "--study-name")
     from lesionbench.studies.tune import TuneOptions, run_study
 
     _quiet()
-    if study_name is not None:
-        safe_folder_name(study_name, "--study-name")
     if sampler not in (None, "grid", "tpe", "random") or pruner not in (None, "none", "median", "hyperband"):
         raise LesionBenchError("--sampler is grid | tpe | random; --pruner is none | median | hyperband")
     opts = TuneOptions(n_trials=n_trials, timeout=timeout, seed=seed, storage=storage, study_name=study_name, out=out,
@@ -410,11 +410,11 @@ def data_verify(
 
     Example: lesionbench data verify isic2018 --root ~/data
     """
+    if root is not None and not root.is_dir():
+        raise LesionBenchError(f"--root {root}: no such folder (give the folder holding the unzipped archives)")
     from lesionbench.data import resolve_root
     from lesionbench.data.verify import verify
 
-    if root is not None and not root.is_dir():
-        raise LesionBenchError(f"--root {root}: no such folder (give the folder holding the unzipped archives)")
     report = verify(name, resolve_root(name, str(root) if root else None))
     if not report.counts:  # a wrong root, not a damaged dataset
         raise LesionBenchError(report.errors[0])

@@ -67,6 +67,9 @@ def test_offline_wandb_run_writes_metrics_tables_and_images(synthetic_env: Path,
     cfg = tiny(synthetic_env)
     run_dir = tmp_path / "suite-x" / "wb__s7"
     train(cfg, run_dir, suite="suite-x", progress=False)
+    import wandb
+
+    assert wandb.run is None, "the run owns its W&B run and closes it when it ends"
     finish_wandb()
     assert "WANDB_MODE" not in os.environ, "offline mode is this run's, not the process's"
     out = capsys.readouterr().out

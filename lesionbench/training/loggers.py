@@ -49,7 +49,7 @@ def finish_wandb() -> None:
         try:
             wandb.finish()
         except Exception as err:  # noqa: BLE001 - never fail a finished run over its upload
-            warnings.warn(f"W&B: could not close the run cleanly ({err})")
+            warnings.warn(f"W&B: could not close the run cleanly ({err})", stacklevel=2)
 
 
 def close_loggers(loggers: list[Logger]) -> None:
@@ -134,7 +134,7 @@ class WandbTestPanel(Callback):
         try:
             self._log(logger.experiment, trainer, pl_module)
         except Exception as err:  # noqa: BLE001 - the run's own results are already safe
-            warnings.warn(f"W&B: could not log the test tables/images ({err})")
+            warnings.warn(f"W&B: could not log the test tables/images ({err})", stacklevel=2)
 
     def _log(self, run: Any, trainer: Any, pl_module: Any) -> None:
         import wandb
