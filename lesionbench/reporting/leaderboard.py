@@ -244,6 +244,7 @@ def write_leaderboard(suite_dir: str | Path, title: str | None = None, make_plot
         lines += ["_No finished runs yet._", ""]
     for ds in sorted(by_ds):
         lines += _dataset_section(ds, by_ds[ds], suite, notes, make_plots, recipes)
+    lines += generalisation.section(suite, make_plots)
     if bad:
         lines += ["## Failed runs", ""]
         lines += table([[f"`{esc(r.run)}`", esc(r.dataset or MISSING), r.status, esc(r.error or MISSING)] for r in bad],
