@@ -155,6 +155,34 @@ def test_kill_mid_study_then_resume_keeps_finished_trials(synthetic_env: Path, t
     assert (study_dir / "best.yaml").is_file()
 
 
+def _training(storage: str) -> bool:
+    """Whether a trial is inside train() (its run folder named), i.e. a kill now lands mid-trial."""
+    if not Path(storage.removeprefix("sqlite:///")).is_file():
+        return False
+    try:
+        trials = optuna.load_study(study_name="s", storage=storage).get_trials(deepcopy=False)
+    except Exception:  # noqa: BLE001 - not created yet, or locked: ask again
+        return False
+    return any(t.state == TrialState.RUNNING and "run_dir" in t.user_attrs for t in trials)
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_trial_goes_stale_and_its_point_runs_again(synthetic_env: Path, tmp_path: Path) -> None:
+    """No process-id probing: the killed trial stops beating Optuna's heartbeat, the next worker fails it
+    after the grace period and Optuna's retry callback queues the same grid point again."""
+    study_dir, storage = tmp_path / "r" / "s", f"sqlite:///{tmp_path / 'r' / 's' / 'study.db'}"
+    kill_when(_tune(tmp_path, synthetic_env, "--heartbeat", "1"), lambda: _training(storage), timeout=200)
+    proc = _tune(tmp_path, synthetic_env, "--heartbeat", "1")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    trials = _assert_grid_once(storage, study_dir)
+    (dead,) = [t for t in trials if t.state == TrialState.FAIL]
+    assert "died mid-trial" in fail_reason(dead)
+    retry = next(t for t in trials if t.number > dead.number and t.params == dead.params)
+    assert retry.state == TrialState.COMPLETE
+    assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == dead.number
+
+
 @pytest.mark.slow
 def test_two_workers_share_one_sqlite_study(synthetic_env: Path, tmp_path: Path) -> None:
     _two_workers(tmp_path, synthetic_env)
