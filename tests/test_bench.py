@@ -41,7 +41,7 @@ def test_json_has_every_section_with_positive_numbers(bench_out: Path) -> None:
     assert data["command"].startswith("lesionbench bench --quick")
     t = data["training"]["test-unet"]
     assert t["lightning_img_s"] > 0 and t["bare_img_s"] > 0
-    logs = [math.log(b / a) for a, b in zip(t["lightning_s"], t["bare_s"])]
+    logs = [math.log(b / a) for a, b in zip(t["lightning_s"], t["bare_s"], strict=True)]
     assert math.isclose(t["ratio"], math.exp(sum(logs) / len(logs)))  # geometric mean of the blocks' ratios
     assert math.isclose(t["lightning_img_s"], 2 * 2 * 2 / sum(t["lightning_s"]))  # 2 blocks × 2 steps × batch 2
     assert math.isclose(t["bare_img_s"], 2 * 2 * 2 / sum(t["bare_s"]))
@@ -97,7 +97,7 @@ def test_ratio_ci_is_a_t_interval_of_the_log_ratios() -> None:
 
     light, bare = [1.00, 1.02, 0.98, 1.01], [0.99, 1.00, 0.97, 1.00]
     est = ratio_ci(light, bare)
-    logs = [math.log(b / a) for a, b in zip(light, bare)]
+    logs = [math.log(b / a) for a, b in zip(light, bare, strict=True)]
     lo, hi = stats.t.interval(0.95, len(logs) - 1, loc=sum(logs) / 4, scale=stats.sem(logs))
     assert est["ci95"] == pytest.approx([math.exp(lo), math.exp(hi)])
     assert est["ratio"] == pytest.approx(math.exp(sum(logs) / 4)) and est["blocks"] == 4

@@ -9,18 +9,18 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from runs import kill_when
 
 from lesionbench.config import load_config
 from lesionbench.io import read_json
 from lesionbench.studies.tune import TuneOptions, run_study
 from lesionbench.studies.tune_support import build_storage, fail_reason
-from runs import kill_when
 
 SEED002 = Path(__file__).parents[1] / "experiments" / "kvasir_resnet50_unet.yaml"
 TINY = ["model={name: unet, options: {base_channels: 8}}", "dataset.image_size=32", "trainer.accelerator=cpu",

@@ -14,10 +14,11 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -201,7 +202,7 @@ def run_bench(out: Path, settings: Settings, log: Callable[[str], None] = print,
     cv2.setNumThreads(threads)
     work = Path(tempfile.mkdtemp(prefix="lesionbench-bench-"))
     data: dict[str, Any] = {"command": shlex.join(command or [Path(sys.argv[0]).name, *sys.argv[1:]]),
-                            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                            "started": datetime.now(UTC).isoformat(timespec="seconds"),
                             "settings": asdict(s), "machine": {**machine(s.device), "threads_reason": why}}
     try:
         done = _phase("full-size synthetic data", log)

@@ -128,7 +128,7 @@ def ratio_ci(lightning_s: list[float], bare_s: list[float]) -> dict[str, float]:
     to the ratio (0.01 = ±1%); infinite with a single block."""
     from scipy import stats
 
-    logs = [math.log(b / a) for a, b in zip(lightning_s, bare_s)]
+    logs = [math.log(b / a) for a, b in zip(lightning_s, bare_s, strict=True)]
     n, mean = len(logs), sum(logs) / len(logs)
     if n < 2:
         return {"ratio": math.exp(mean), "ci95": [0.0, math.inf], "halfwidth": math.inf, "blocks": n}

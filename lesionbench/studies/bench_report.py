@@ -61,7 +61,7 @@ def markdown(d: dict[str, Any]) -> str:
         f"cv2 threads {mc['cv2_threads']} ({mc['threads_reason']})",
         f"- load average (1/5/15 min): start {d['load']['start']}, end {d['load']['end']} "
         "(both sides of each comparison ran interleaved in one process, so load affects them alike)",
-        f"- versions: " + ", ".join(f"{k} {v}" for k, v in mc["versions"].items()) + f"; commit {mc['git_commit'][:12]}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in mc["versions"].items()) + f"; commit {mc['git_commit'][:12]}",
         f"- started {d['started']}", "", "## Targets", "",
     ]
     lines += _table(["target", "asked", "measured", "where", "status"],

@@ -48,7 +48,7 @@ class Settings:
     epoch_batch: int = 4
 
     @classmethod
-    def for_mode(cls, quick: bool, device: str, **overrides: Any) -> "Settings":
+    def for_mode(cls, quick: bool, device: str, **overrides: Any) -> Settings:
         cuda = device.startswith("cuda")
         base = cls(device=device, quick=quick)
         if cuda:  # the figures the issue asks for: 224 px, real batch sizes, one full ISIC 2018 epoch

@@ -14,9 +14,10 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -25,9 +26,23 @@ from lesionbench.config import ConfigError, ExperimentConfig, SearchParam, TuneC
 from lesionbench.io import atomic_write_json, atomic_write_text, read_json
 from lesionbench.studies.suite import experiments_dir, make_config, suite_dir_name
 from lesionbench.studies.tune_support import (
-    GRACE_FACTOR, HEARTBEAT_S, EpochPruning, build_storage, duplicate_of, fail_dead, fail_reason, grid_coverage,
-    grid_size, grid_space, grid_state, requeue_errors, save_plots, set_dotted, worker_id,
+    GRACE_FACTOR,
+    HEARTBEAT_S,
+    EpochPruning,
+    build_storage,
+    duplicate_of,
+    fail_dead,
+    fail_reason,
+    grid_coverage,
+    grid_size,
+    grid_space,
+    grid_state,
+    requeue_errors,
+    save_plots,
+    set_dotted,
+    worker_id,
 )
+
 
 @dataclass
 class TuneOptions:

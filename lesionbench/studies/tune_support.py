@@ -258,6 +258,6 @@ def grid_coverage(study: optuna.Study, space: dict[str, list[Any]]) -> tuple[lis
         key = tuple(t.params.get(k) for k in space)
         done[key] = done.get(key, 0) + 1
     points = list(itertools.product(*space.values()))
-    missing = [dict(zip(space, p)) for p in points if p not in done]
-    dupes = [dict(zip(space, p)) for p, n in done.items() if n > 1]
+    missing = [dict(zip(space, p, strict=True)) for p in points if p not in done]
+    dupes = [dict(zip(space, p, strict=True)) for p, n in done.items() if n > 1]
     return missing, dupes
