@@ -175,11 +175,10 @@ def point(t: FrozenTrial | optuna.Trial, space: dict[str, list[Any]]) -> tuple |
 
 
 def _holds(t: FrozenTrial) -> bool:
-    """Whether a trial occupies its grid point: running, queued, done, or failed by its own error.
-    A duplicate holds nothing; a dead worker's trial is queued again by the retry callback."""
-    if "duplicate_of" in t.user_attrs:
-        return False
-    return t.state != TrialState.FAIL or "error" in t.user_attrs
+    """Whether a trial occupies its grid point: every trial but a duplicate closed unrun (a dead
+    worker's failed trial too: its retry is queued, or its retries are spent and the point stays
+    missing in the final check instead of being drawn again and again)."""
+    return "duplicate_of" not in t.user_attrs
 
 
 def fail_dead(study: optuna.Study, grace_s: float) -> None:
