@@ -308,6 +308,7 @@ def tune(
     set_: SetOpt = None,
     sampler: Annotated[Optional[str], typer.Option("--sampler", help="grid | tpe | random (default: the YAML's tune.sampler)")] = None,
     pruner: Annotated[Optional[str], typer.Option("--pruner", help="none | median | hyperband (default: tune.pruner)")] = None,
+    heartbeat: Annotated[int, typer.Option("--heartbeat", min=1, help="Seconds between a trial's heartbeats; 4 missed: its worker is dead, the trial runs again")] = 30,
     logger: LoggerOpt = None,
     wandb_checkpoints: WandbCkpt = False,
 ) -> None:
@@ -323,7 +324,7 @@ def tune(
     if sampler not in (None, "grid", "tpe", "random") or pruner not in (None, "none", "median", "hyperband"):
         raise LesionBenchError("--sampler is grid | tpe | random; --pruner is none | median | hyperband")
     opts = TuneOptions(n_trials=n_trials, timeout=timeout, seed=seed, storage=storage, study_name=study_name, out=out,
-                       synthetic=synthetic, quick=quick, sampler=sampler, pruner=pruner,
+                       synthetic=synthetic, quick=quick, sampler=sampler, pruner=pruner, heartbeat=heartbeat,
                        overrides=list(set_ or []) + _logger_overrides(logger, wandb_checkpoints))
 
     def on_trial(t) -> None:

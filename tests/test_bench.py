@@ -41,9 +41,14 @@ def test_json_has_every_section_with_positive_numbers(bench_out: Path) -> None:
     assert data["command"].startswith("lesionbench bench --quick")
     t = data["training"]["test-unet"]
     assert t["lightning_img_s"] > 0 and t["bare_img_s"] > 0
-    assert math.isclose(t["ratio"], t["bare_s"][0] / t["lightning_s"][0])  # one repetition: its own ratio
-    assert math.isclose(t["ratio"], t["lightning_img_s"] / t["bare_img_s"])
-    assert len(t["lightning_s"]) == len(t["bare_s"]) == 1 and t["threads"] == [1]
+    logs = [math.log(b / a) for a, b in zip(t["lightning_s"], t["bare_s"], strict=True)]
+    assert math.isclose(t["ratio"], math.exp(sum(logs) / len(logs)))  # geometric mean of the blocks' ratios
+    assert math.isclose(t["lightning_img_s"], 2 * 2 * 2 / sum(t["lightning_s"]))  # 2 blocks × 2 steps × batch 2
+    assert math.isclose(t["bare_img_s"], 2 * 2 * 2 / sum(t["bare_s"]))
+    lo, hi = t["ratio_ci95"]
+    assert 0 < lo < t["ratio"] < hi and math.isclose(t["ci_halfwidth"], (hi - lo) / 2 / t["ratio"])
+    assert t["precise"] == (t["ci_halfwidth"] <= 0.01)
+    assert len(t["lightning_s"]) == len(t["bare_s"]) == t["blocks"] == 2 and t["threads"] == [1]
     for size in ("128", "224", "256"):
         cell = data["loader"]["sizes"][size]
         for aug in ("seed002", "basic"):
@@ -83,3 +88,31 @@ def test_targets_are_judged_against_the_thresholds() -> None:
     assert (ratio["measured"], ratio["met"], "b" in ratio["where"]) == (0.90, False, True)
     assert (cache["measured"], cache["met"], "224 px" in cache["where"]) == (4.0, False, True)
     assert (feed["measured"], feed["met"]) == (2.5, True)
+
+
+def test_ratio_ci_is_a_t_interval_of_the_log_ratios() -> None:
+    from scipy import stats
+
+    from lesionbench.studies.bench_measure import ratio_ci
+
+    light, bare = [1.00, 1.02, 0.98, 1.01], [0.99, 1.00, 0.97, 1.00]
+    est = ratio_ci(light, bare)
+    logs = [math.log(b / a) for a, b in zip(light, bare, strict=True)]
+    lo, hi = stats.t.interval(0.95, len(logs) - 1, loc=sum(logs) / 4, scale=stats.sem(logs))
+    assert est["ci95"] == pytest.approx([math.exp(lo), math.exp(hi)])
+    assert est["ratio"] == pytest.approx(math.exp(sum(logs) / 4)) and est["blocks"] == 4
+    assert ratio_ci([1.0], [0.9])["halfwidth"] == math.inf  # one block: no interval
+
+
+@pytest.mark.parametrize(("ratio", "halfwidth", "met", "note"), [
+    (0.995, 0.005, True, "±0.5%)"), (0.985, 0.005, False, "±0.5%)"), (0.995, 0.02, False, "inconclusive"),
+])
+def test_ratio_target_needs_the_ci_to_be_within_one_percent(ratio: float, halfwidth: float, met: bool,
+                                                             note: str) -> None:
+    ci = [ratio * (1 - halfwidth), ratio * (1 + halfwidth)]
+    data = {"settings": {"rate_size": 224},
+            "training": {"a": {"ratio": ratio, "ratio_ci95": ci, "ci_halfwidth": halfwidth}},
+            "loader": {"augmentations": ["seed002"], "sizes": {
+                "224": {"seed002": {"speedup": 8.0}, "model": "a", "loader_model_ratio": 2.5}}}}
+    target = evaluate(data)[0]
+    assert target["met"] is met and note in target["where"] and target["target"].startswith(">= 0.99")

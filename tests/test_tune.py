@@ -9,18 +9,18 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from runs import kill_when
 
 from lesionbench.config import load_config
 from lesionbench.io import read_json
 from lesionbench.studies.tune import TuneOptions, run_study
-from lesionbench.studies.tune_support import build_storage
-from runs import kill_when
+from lesionbench.studies.tune_support import build_storage, fail_reason
 
 SEED002 = Path(__file__).parents[1] / "experiments" / "kvasir_resnet50_unet.yaml"
 TINY = ["model={name: unet, options: {base_channels: 8}}", "dataset.image_size=32", "trainer.accelerator=cpu",
@@ -135,23 +135,52 @@ def _completed(storage: str) -> bool:
 @pytest.mark.slow
 def test_kill_mid_study_then_resume_keeps_finished_trials(synthetic_env: Path, tmp_path: Path) -> None:
     study_dir, storage = tmp_path / "r" / "s", f"sqlite:///{tmp_path / 'r' / 's' / 'study.db'}"
-    proc = _tune(tmp_path, synthetic_env)
+    proc = _tune(tmp_path, synthetic_env, "--heartbeat", "1")
     kill_when(proc, lambda: _completed(storage), timeout=200)  # a told trial, not just its files
     before = {t.number: (t.params, t.value) for t in optuna.load_study(study_name="s", storage=storage).get_trials()
               if t.state == TrialState.COMPLETE}
     assert 1 <= len(before) < 4
     stamps = {n: (study_dir / f"trial-{n}" / "metrics.json").stat().st_mtime_ns for n in before}
-    proc = _tune(tmp_path, synthetic_env)
+    proc = _tune(tmp_path, synthetic_env, "--heartbeat", "1")  # the killed trial goes stale after 4 s
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     trials = _assert_grid_once(storage, study_dir)
     after = {t.number: (t.params, t.value) for t in trials if t.state == TrialState.COMPLETE}
     assert all(after[n] == before[n] for n in before), "finished trials are kept as they were"
     assert all((study_dir / f"trial-{n}" / "metrics.json").stat().st_mtime_ns == s for n, s in stamps.items())
+    reasons = {t["number"]: t["reason"] for t in read_json(study_dir / "study.json")["trials"]}
     for t in trials:  # the killed trial (if the kill landed inside one) is FAIL with its reason
         if t.state == TrialState.FAIL:
-            assert "died" in t.user_attrs["fail_reason"]
+            assert "died" in reasons[t.number] and "died" in fail_reason(t)
     assert (study_dir / "best.yaml").is_file()
+
+
+def _training(storage: str) -> bool:
+    """Whether a trial is inside train() (its run folder named), i.e. a kill now lands mid-trial."""
+    if not Path(storage.removeprefix("sqlite:///")).is_file():
+        return False
+    try:
+        trials = optuna.load_study(study_name="s", storage=storage).get_trials(deepcopy=False)
+    except Exception:  # noqa: BLE001 - not created yet, or locked: ask again
+        return False
+    return any(t.state == TrialState.RUNNING and "run_dir" in t.user_attrs for t in trials)
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_trial_goes_stale_and_its_point_runs_again(synthetic_env: Path, tmp_path: Path) -> None:
+    """No process-id probing: the killed trial stops beating Optuna's heartbeat, the next worker fails it
+    after the grace period and Optuna's retry callback queues the same grid point again."""
+    study_dir, storage = tmp_path / "r" / "s", f"sqlite:///{tmp_path / 'r' / 's' / 'study.db'}"
+    kill_when(_tune(tmp_path, synthetic_env, "--heartbeat", "1"), lambda: _training(storage), timeout=200)
+    proc = _tune(tmp_path, synthetic_env, "--heartbeat", "1")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    trials = _assert_grid_once(storage, study_dir)
+    (dead,) = [t for t in trials if t.state == TrialState.FAIL]
+    assert "died mid-trial" in fail_reason(dead)
+    retry = next(t for t in trials if t.number > dead.number and t.params == dead.params)
+    assert retry.state == TrialState.COMPLETE
+    assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == dead.number
 
 
 @pytest.mark.slow
@@ -209,18 +238,50 @@ def test_two_workers_share_one_postgresql_study(synthetic_env: Path, tmp_path: P
     assert not (tmp_path / "r" / "s" / "study.db").exists()
 
 
-def test_unstamped_running_trial_of_a_killed_worker_is_reaped(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A worker killed between asking for a trial and stamping it leaves an orphan: it is failed."""
+def test_unstamped_running_trial_of_a_killed_worker_is_reaped() -> None:
+    """A worker killed between asking for a trial and stamping it leaves an orphan with no heartbeat:
+    after the grace period it is failed and its trial queued again (public study.tell + Optuna's retry)."""
     from lesionbench.studies import tune_support
 
     study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
     stamped, orphan = study.ask(), study.ask()
     stamped.set_user_attr("worker", tune_support.worker_id())  # this (live) process
-    assert tune_support.unstamped_running(study)
-    tune_support.reap_dead(study)
+    tune_support.fail_dead(study, grace_s=60)
     assert {t.state for t in study.get_trials()} == {TrialState.RUNNING}, "young orphans get a grace period"
-    monkeypatch.setattr(tune_support, "ORPHAN_GRACE_S", 0.0)
-    tune_support.reap_dead(study)
+    tune_support.fail_dead(study, grace_s=0)
     states = {t.number: t.state for t in study.get_trials()}
-    assert states == {stamped.number: TrialState.RUNNING, orphan.number: TrialState.FAIL}
-    assert "killed before stamping" in study.get_trials()[orphan.number].user_attrs["fail_reason"]
+    assert states == {stamped.number: TrialState.RUNNING, orphan.number: TrialState.FAIL, 2: TrialState.WAITING}
+    assert "killed before stamping" in tune_support.fail_reason(study.get_trials()[orphan.number])
+    tune_support.fail_dead(study, grace_s=0)  # failed once, queued once
+    assert len(study.get_trials()) == 3
+
+
+def test_grid_worker_waits_for_running_points_then_leaves() -> None:
+    """Grid bookkeeping from public trial params: an untaken point is work; points held only by running
+    trials mean wait (they finish or go stale); a second trial on a held point is a duplicate; all told: done."""
+    from lesionbench.studies import tune_support
+
+    space = {"x": [1, 2]}
+    study = optuna.create_study()
+
+    def ask(x: int) -> optuna.Trial:
+        study.enqueue_trial({"x": x})
+        trial = study.ask()
+        trial.suggest_categorical("x", [1, 2])
+        trial.set_user_attr("worker", "here:1")
+        return trial
+
+    assert tune_support.grid_state(study, space) == "work"
+    first = ask(1)
+    assert tune_support.grid_state(study, space) == "work"
+    second = ask(2)
+    assert tune_support.grid_state(study, space) == "wait"
+    study.tell(first, 0.5)
+    dup = ask(2)
+    assert tune_support.duplicate_of(study, dup, space) == second.number
+    assert tune_support.duplicate_of(study, second, space) is None
+    dup.set_user_attr("duplicate_of", second.number)
+    study.tell(dup, state=TrialState.FAIL)
+    assert tune_support.grid_state(study, space) == "wait"
+    study.tell(second, 0.7)
+    assert tune_support.grid_state(study, space) == "done"

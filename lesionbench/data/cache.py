@@ -6,7 +6,7 @@ files, keyed by a manifest hash of the source files (path, byte size, mtime), so
 or replacing any file rebuilds the cache. Writes go to a temporary folder that is renamed
 into place, so an interrupted build never leaves a half cache behind.
 
-Benchmark: ``python -m lesionbench.data.cache --bench`` (uncached vs cached epoch time).
+Benchmark: ``lesionbench bench`` (its loader section: cached vs uncached, full-size images).
 """
 
 from __future__ import annotations
@@ -181,57 +181,3 @@ def build_cache(samples: list[Sample], size: int, threshold: int, cache_dir: Pat
         raise
     return _open(folder)
 
-
-def bench(root: Path | None = None, n: int = 24, size: int = 256, epochs: int = 2) -> dict[str, float]:
-    """Seconds per epoch (decode+resize every item) uncached vs from the cache, full-size images."""
-    import time
-
-    from lesionbench.data.layouts import scan
-    from lesionbench.data.synthetic import write_all
-
-    root = Path(root or tempfile.mkdtemp(prefix="lesionbench-bench-"))
-    t0 = time.perf_counter()
-    write_all(root, counts={"isic2018": {"train": n, "val": 1, "test": 1}}, full_size=True, datasets=("isic2018",))
-    gen = time.perf_counter() - t0
-    samples = scan("isic2018", root / "isic2018")["train"]
-
-    def epoch(get) -> float:
-        t = time.perf_counter()
-        for i in range(len(samples)):
-            img, msk = get(i)
-            float(img[0, 0, 0]) + float(msk[0, 0, 0])
-        return time.perf_counter() - t
-
-    uncached = min(epoch(lambda i: load_pair(samples[i], 0, size)) for _ in range(epochs))
-    t = time.perf_counter()
-    arrays = build_cache(samples, size, 0, root / ".lesionbench" / "cache", "bench")
-    build = time.perf_counter() - t
-    cached = min(epoch(lambda i: (np.array(arrays.images[i]), np.array(arrays.masks[i]))) for _ in range(epochs))
-    # the same, through the Dataset with the seed002 training augmentation (what a DataLoader sees)
-    from lesionbench.data.datamodule import SegmentationDataset
-    from lesionbench.data.layouts import get_layout
-    from lesionbench.data.transforms import build_transforms
-
-    tf = build_transforms("seed002", size, train=True)
-    layout = get_layout("isic2018")
-    ds_u, ds_c = (SegmentationDataset(samples, layout, size, tf, c) for c in (None, arrays.path))
-    aug = {k: min(epoch(lambda i, d=d: (lambda it: (it["image"], it["mask"]))(d[i])) for _ in range(epochs))
-           for k, d in (("uncached", ds_u), ("cached", ds_c))}
-    return {"images": len(samples), "size": size, "generate_s": gen, "uncached_epoch_s": uncached,
-            "cache_build_s": build, "cached_epoch_s": cached, "speedup": uncached / max(cached, 1e-9),
-            "uncached_epoch_with_aug_s": aug["uncached"], "cached_epoch_with_aug_s": aug["cached"],
-            "speedup_with_aug": aug["uncached"] / max(aug["cached"], 1e-9)}
-
-
-if __name__ == "__main__":
-    import argparse
-
-    ap = argparse.ArgumentParser(description="LesionBench cache benchmark")
-    ap.add_argument("--bench", action="store_true", help="time uncached vs cached epochs on full-size synthetic images")
-    ap.add_argument("--n", type=int, default=24)
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--root", type=Path, default=None)
-    a = ap.parse_args()
-    if a.bench:
-        for k, v in bench(a.root, a.n, a.size).items():
-            print(f"{k:>18}: {v:.4g}" if isinstance(v, float) else f"{k:>18}: {v}")

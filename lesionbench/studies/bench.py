@@ -14,10 +14,11 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -36,7 +37,9 @@ def _phase(name: str, log: Callable[[str], None]) -> Callable[[], None]:
 
 
 def bench_training(s: Settings, root: Path, work: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    """LesionBench's Trainer vs a bare loop on the same task objects, alternating which goes first."""
+    """LesionBench's Trainer vs a bare loop on the same task, data module and device, built as
+    ``train()`` builds them. Blocks of ``steps`` timed steps alternate which side goes first; blocks
+    are added until the 95% CI of the ratio is within ±``precision`` (or ``max_blocks`` is reached)."""
     import lightning as L
 
     from lesionbench.data import SegmentationDataModule
@@ -46,31 +49,39 @@ def bench_training(s: Settings, root: Path, work: Path, log: Callable[[str], Non
     out: dict[str, Any] = {}
     for name in s.models:
         done = _phase(f"training step {name}", log)
-        L.seed_everything(0, verbose=False)
         cfg = m.experiment(name, root, s.train_size, s.train_batch, s.device, s.workers, steps=s.warmup + s.steps,
                            compiled=s.compile)
+        L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)  # as train() does
         dm = SegmentationDataModule.from_experiment(cfg)
+        dm.prepare_data()
         dm.setup("fit")
         task = SegmentationTask(cfg.model_dump(mode="json"))
+        task.set_phase(0)
         light, bare, peaks, threads = [], [], [], set()
-        for rep in range(s.reps):
-            for side in (("lightning", "bare") if rep % 2 == 0 else ("bare", "lightning")):
+        while True:
+            for side in (("lightning", "bare") if len(light) % 2 == 0 else ("bare", "lightning")):
                 threads.add(torch.get_num_threads())
                 if side == "lightning":
                     seconds, used = m.lightning_steps(task, dm, cfg, work / "runs" / f"{len(light)}", s.warmup,
                                                       s.steps, s.device)
-                    light.append(seconds)
                     threads.add(used)
+                    light.append(seconds)
                 else:
-                    seconds, peak = m.bare_steps(task, dm, s.warmup, s.steps, s.device, s.compile)
+                    seconds, peak = m.bare_steps(task, dm, s.warmup, s.steps, s.device)
                     bare.append(seconds)
                     peaks.append(peak)
+            est = m.ratio_ci(light, bare)
+            if len(light) >= s.max_blocks or (len(light) >= s.min_blocks and est["halfwidth"] <= s.precision):
+                break
         images = s.steps * s.train_batch
-        lt, bt = images / _median(light), images / _median(bare)
+        lo, hi = est["ci95"]
+        log(f"bench: {name}: LesionBench/bare ratio {est['ratio']:.3f}, 95% CI [{lo:.3f}, {hi:.3f}] "
+            f"(±{100 * est['halfwidth']:.1f}%, {len(light)} blocks × {s.steps} steps)")
         out[name] = {"size": s.train_size, "batch": s.train_batch, "warmup_steps": s.warmup, "timed_steps": s.steps,
-                     "reps": s.reps, "lightning_s": light, "bare_s": bare, "lightning_img_s": lt, "bare_img_s": bt,
-                     "ratio": _median([b / a for a, b in zip(light, bare)]), "train_peak_mb": max(peaks),
-                     "threads": sorted(threads)}
+                     "blocks": len(light), "lightning_s": light, "bare_s": bare,
+                     "lightning_img_s": images * len(light) / sum(light), "bare_img_s": images * len(bare) / sum(bare),
+                     "ratio": est["ratio"], "ratio_ci95": [lo, hi], "ci_halfwidth": est["halfwidth"],
+                     "precise": est["halfwidth"] <= s.precision, "train_peak_mb": max(peaks), "threads": sorted(threads)}
         done()
     return out
 
@@ -190,7 +201,7 @@ def run_bench(out: Path, settings: Settings, log: Callable[[str], None] = print,
     cv2.setNumThreads(threads)
     work = Path(tempfile.mkdtemp(prefix="lesionbench-bench-"))
     data: dict[str, Any] = {"command": shlex.join(command or [Path(sys.argv[0]).name, *sys.argv[1:]]),
-                            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                            "started": datetime.now(UTC).isoformat(timespec="seconds"),
                             "settings": asdict(s), "machine": {**machine(s.device), "threads_reason": why}}
     try:
         done = _phase("full-size synthetic data", log)

@@ -8,7 +8,7 @@ everything LesionBench adds to a step (Lightning loop, logging, metrics) is meas
 from __future__ import annotations
 
 import contextlib
-import os
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from lesionbench.models.registry import accepts_option
 from lesionbench.training.callbacks import build_trainer
 from lesionbench.training.losses import build_loss
 from lesionbench.training.optim import build_optimizer
-from lesionbench.training.profile import latency_ms, peak_memory
+from lesionbench.training.profile import latency_ms, peak_memory, sync
 from lesionbench.training.task import SegmentationTask
 
 
@@ -31,11 +31,6 @@ from lesionbench.training.task import SegmentationTask
 def no_weights(name: str) -> dict[str, str]:
     """Random init (nothing to download): ``weights=none`` where the model takes that option."""
     return {"weights": "none"} if accepts_option(name, "weights") else {}
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def autocast(device: str) -> contextlib.AbstractContextManager:
@@ -89,33 +84,28 @@ def lightning_steps(task: SegmentationTask, dm: SegmentationDataModule, cfg: Exp
     """One ``trainer.fit`` built by ``build_trainer`` (as ``train()`` builds it: CSV logger, checkpoint,
     LR monitor; no progress bar, as in suite runs); returns (timed seconds of ``steps`` steps, threads then)."""
     timer = StepTimer(warmup, steps, device)
-    trainer, _ = build_trainer(cfg, task.phases[0], run_dir / "checkpoints", run_dir, [timer], progress=False)
+    trainer, _ = build_trainer(cfg, task.phase, run_dir / "checkpoints", run_dir, [timer], progress=False)
     trainer.fit(task, datamodule=dm)  # cfg.trainer.compile / channels_last act in task.configure_model
     if timer.t1 <= timer.t0:
         raise RuntimeError(f"bench: Lightning ran fewer than {warmup + steps} steps (too few training images?)")
     return timer.seconds, timer.threads
 
 
-def bare_steps(task: SegmentationTask, dm: SegmentationDataModule, warmup: int, steps: int, device: str,
-               compiled: bool = False) -> tuple[float, float]:
-    """The same model, loss object, optimiser config, loader and device in a plain PyTorch loop.
-    Returns (timed seconds, peak memory MB of the timed steps)."""
-    cuda = device.startswith("cuda")
-    model = task.model.to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format).train()
-    if compiled and getattr(model, "_compiled_call_impl", None) is None:
-        model.compile()  # in place, as SegmentationTask.configure_model does
-    loss_fn = task.loss_fn.to(device)
-    optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], task.phases[0].optimizer)
+def bare_steps(task: SegmentationTask, dm: SegmentationDataModule, warmup: int, steps: int,
+               device: str) -> tuple[float, float]:
+    """The same task (its model, input layout, compile, loss object and the phase's optimiser config),
+    loader and device in a plain PyTorch loop. Returns (timed seconds, peak memory MB of the timed steps)."""
+    task.to(device).train()
+    task.configure_model()  # channels_last / torch.compile, the hook Lightning calls on its side
+    optimizer = build_optimizer([p for p in task.parameters() if p.requires_grad], task.phase.optimizer)
     t0 = t1 = 0.0
     with peak_memory(device) as mem:
         for i, batch in enumerate(dm.train_dataloader()):
             x = batch["image"].to(device, non_blocking=True)
             y = batch["mask"].to(device, non_blocking=True)
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad(set_to_none=True)
             with autocast(device):
-                loss = loss_fn(model(x), y)
+                loss = task.loss_fn(task(x), y)
             loss.backward()
             optimizer.step()
             if i in (warmup - 1, warmup + steps - 1):
@@ -128,6 +118,23 @@ def bare_steps(task: SegmentationTask, dm: SegmentationDataModule, warmup: int, 
     if t1 <= t0:
         raise RuntimeError(f"bench: the loader gave fewer than {warmup + steps} batches (too few training images?)")
     return t1 - t0, mem["peak_mb"]
+
+
+def ratio_ci(lightning_s: list[float], bare_s: list[float]) -> dict[str, float]:
+    """LesionBench/bare throughput ratio (bare seconds / LesionBench seconds of the same steps) over
+    interleaved blocks: the geometric mean of the per-block ratios with a 95% t-interval on their
+    logarithms (a ratio is symmetric on the log scale). ``halfwidth``: the CI's half-width relative
+    to the ratio (0.01 = ±1%); infinite with a single block."""
+    from scipy import stats
+
+    logs = [math.log(b / a) for a, b in zip(lightning_s, bare_s, strict=True)]
+    n, mean = len(logs), sum(logs) / len(logs)
+    if n < 2:
+        return {"ratio": math.exp(mean), "ci95": [0.0, math.inf], "halfwidth": math.inf, "blocks": n}
+    se = math.sqrt(sum((x - mean) ** 2 for x in logs) / (n - 1) / n)
+    margin = float(stats.t.ppf(0.975, n - 1)) * se
+    lo, hi = math.exp(mean - margin), math.exp(mean + margin)
+    return {"ratio": math.exp(mean), "ci95": [lo, hi], "halfwidth": (hi - lo) / 2 / math.exp(mean), "blocks": n}
 
 
 def model_rate(name: str, size: int, batch: int, steps: int, device: str) -> float:
@@ -173,7 +180,3 @@ def inference(name: str, size: int, batches: tuple[int, ...], repeats: int, devi
             out[f"ms_per_image_b{b}"] = latency_ms(model, size, batch=b, repeats=repeats, device=device)
         out[f"peak_mb_b{b}"] = mem["peak_mb"]
     return out
-
-
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]

@@ -27,8 +27,10 @@ class Settings:
     train_size: int = 128
     train_batch: int = 4
     warmup: int = 2
-    steps: int = 3
-    reps: int = 6
+    steps: int = 10  # timed steps per block (one Lightning fit, one bare loop)
+    min_blocks: int = 6
+    max_blocks: int = 40
+    precision: float = 0.01  # stop adding blocks once the ratio's 95% CI is within ±1%
     loader_sizes: tuple[int, ...] = (128, 224, 256)
     loader_images: int = 16
     loader_batch: int = 8
@@ -46,15 +48,16 @@ class Settings:
     epoch_batch: int = 4
 
     @classmethod
-    def for_mode(cls, quick: bool, device: str, **overrides: Any) -> "Settings":
+    def for_mode(cls, quick: bool, device: str, **overrides: Any) -> Settings:
         cuda = device.startswith("cuda")
         base = cls(device=device, quick=quick)
         if cuda:  # the figures the issue asks for: 224 px, real batch sizes, one full ISIC 2018 epoch
-            base = replace(base, train_size=224, train_batch=16, warmup=5, steps=20, reps=3, rate_batch=16,
+            base = replace(base, train_size=224, train_batch=16, warmup=5, steps=30, max_blocks=30, rate_batch=16,
                            rate_steps=10, infer_size=224, infer_repeats=10, epoch_images=ISIC2018_TRAIN,
                            epoch_batch=16, workers=min(8, os.cpu_count() or 1), loader_images=64)
         if quick:
-            base = replace(base, train_size=64, train_batch=2, warmup=1, steps=2, reps=1, loader_images=4,
+            base = replace(base, train_size=64, train_batch=2, warmup=1, steps=2, min_blocks=2, max_blocks=2,
+                           loader_images=4,
                            loader_batch=2, loader_reps=1, rate_batch=2, rate_steps=1, infer_size=64,
                            infer_repeats=1, epoch_images=4, epoch_batch=2)
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -3,17 +3,20 @@
 Trials run in ``results/<study>/trial-<number>/`` run folders; the study lives in an Optuna
 storage (default ``sqlite:///results/<study>/study.db``), so re-running continues it and several
 workers (processes or machines on one PostgreSQL) can share it. With the grid sampler every grid
-point is trained once: trial numbers map to grid points, dead workers' trials are failed and
-re-queued, and a worker that lands on a point another already took closes its trial unrun.
+point is trained once: a running trial beats Optuna's heartbeat, a dead worker's trial goes stale
+and Optuna's retry callback queues it again, and a worker that lands on a point another already
+took closes its trial unrun. A worker leaves when every point is done, or when the points left
+are held by trials that outlived a grace period (live workers finish them).
 """
 
 from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -24,9 +27,22 @@ from lesionbench.config import (
 from lesionbench.io import atomic_write_json, atomic_write_text, read_json
 from lesionbench.studies.suite import experiments_dir, suite_dir_name
 from lesionbench.studies.tune_support import (
-    EpochPruning, build_storage, duplicate_of, grid_coverage, grid_has_work, grid_size, grid_space, reap_dead,
-    requeue_failed, save_plots, unstamped_running, worker_id, ORPHAN_GRACE_S,
+    GRACE_FACTOR,
+    HEARTBEAT_S,
+    EpochPruning,
+    build_storage,
+    duplicate_of,
+    fail_dead,
+    fail_reason,
+    grid_coverage,
+    grid_size,
+    grid_space,
+    grid_state,
+    requeue_errors,
+    save_plots,
+    worker_id,
 )
+
 
 @dataclass
 class TuneOptions:
@@ -42,6 +58,7 @@ class TuneOptions:
     sampler: str | None = None           # grid | tpe | random (default: the YAML's tune.sampler)
     pruner: str | None = None            # none | median | hyperband (default: the YAML's tune.pruner)
     progress: bool = False
+    heartbeat: int = HEARTBEAT_S         # seconds; a trial silent for GRACE_FACTOR heartbeats is a dead worker's
 
 
 @dataclass
@@ -139,7 +156,7 @@ def run_study(experiment: str | Path, opts: TuneOptions,
     url = opts.storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
     epochs = sum(p.epochs or 1 for p in base.resolved_phases())
     study = optuna.create_study(
-        study_name=name, storage=build_storage(url), direction=tcfg.direction, load_if_exists=True,
+        study_name=name, storage=build_storage(url, opts.heartbeat), direction=tcfg.direction, load_if_exists=True,
         sampler=make_sampler(sampler_name, tcfg.params, opts.seed),
         pruner=pruner or make_pruner(pruner_name, epochs),
     )
@@ -171,24 +188,28 @@ def run_study(experiment: str | Path, opts: TuneOptions,
         finally:
             finish_wandb()
         if result.best_val is None:
-            trial.set_user_attr("fail_reason", "no val/dice was logged (no validation data?)")
-            raise RuntimeError("no val/dice was logged")
+            trial.set_user_attr("fail_reason", f"no {tcfg.metric} was logged (no validation data?)")
+            raise RuntimeError(f"no {tcfg.metric} was logged")
         trial.set_user_attr("test_dice", (result.metrics.get("per_image") or {}).get("dice"))
         return float(result.best_val)
 
-    start, done = time.time(), 0
+    start, done, grace = time.time(), 0, opts.heartbeat * GRACE_FACTOR
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if space is not None:
+        requeue_errors(study, space, start)
+    waited_since: float | None = None
     while done < n_trials and not (opts.timeout and time.time() - start > opts.timeout):
-        reap_dead(study)
         if space is not None:
-            requeue_failed(study, space, start)
-            if not grid_has_work(study, space):
-                if unstamped_running(study):  # maybe an orphan of a killed worker: reap it after the grace
-                    time.sleep(ORPHAN_GRACE_S)
-                    reap_dead(study)
-                    requeue_failed(study, space, start)
-                    if grid_has_work(study, space):
-                        continue
+            fail_dead(study, grace)
+            state = grid_state(study, space)
+            if state == "wait":  # only running trials hold the rest: they finish, or go stale within the grace
+                waited_since = waited_since or time.time()
+                if time.time() - waited_since > grace + opts.heartbeat:
+                    break  # they outlived the grace period: live workers are running them
+                time.sleep(min(opts.heartbeat, 5))
+                continue
+            waited_since = None
+            if state == "done":
                 break
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
         done += 1
@@ -214,9 +235,7 @@ def finish_study(study: optuna.Study, data: dict[str, Any], source: str, study_d
 
     all_trials = study.get_trials(deepcopy=False)
     trials = [{"number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
-               "reason": t.user_attrs.get("fail_reason")
-               or ("worker lost (no heartbeat)" if t.state == TrialState.FAIL else None)}
-              for t in all_trials if "duplicate_of" not in t.user_attrs]
+               "reason": fail_reason(t)} for t in all_trials if "duplicate_of" not in t.user_attrs]
     notes: list[str] = []
     if space is not None:
         missing, dupes = grid_coverage(study, space)

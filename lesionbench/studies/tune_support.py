@@ -6,6 +6,7 @@ import itertools
 import os
 import socket
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,26 @@ from optuna_integration import PyTorchLightningPruningCallback
 from lesionbench.config import ConfigError, SearchParam
 from lesionbench.errors import LesionBenchError
 
-#: Seconds between a running trial's heartbeats, and after which a silent trial counts as dead
-#: (its worker machine crashed): another worker then fails it and runs its grid point again.
-HEARTBEAT_S, GRACE_S = 30, 120
+try:  # Optuna >= 4.9 names the retry callback after what it retries
+    from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
+
+    RETRY_ARG = "heartbeat_stale_trial_callback"
+except ImportError:  # pragma: no cover - older Optuna
+    from optuna.storages import RetryFailedTrialCallback as Retry
+
+    RETRY_ARG = "failed_trial_callback"
+
+#: Seconds between a running trial's heartbeats (Optuna's heartbeat thread); a trial silent for
+#: GRACE_FACTOR heartbeats counts as dead (its worker was killed or its machine crashed): the next
+#: worker to look fails it and Optuna's retry callback queues its parameters again.
+HEARTBEAT_S, GRACE_FACTOR, MAX_RETRY = 30, 4, 3
 #: Trial states that hold a grid point (a FAIL frees it for a retry).
 TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
 
-def build_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage from a URL: RDB (sqlite/postgresql/mysql) with heartbeats, or journal:///file."""
+def build_storage(url: str, heartbeat: int = HEARTBEAT_S) -> optuna.storages.BaseStorage:
+    """An Optuna storage from a URL: RDB (sqlite/postgresql/mysql) with heartbeats and retries of
+    dead workers' trials, or journal:///file (no heartbeat: a killed worker's trial stays RUNNING)."""
     if url.startswith("journal://"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -42,8 +54,11 @@ def build_storage(url: str) -> optuna.storages.BaseStorage:
     last: Exception | None = None
     for attempt in range(6):  # workers starting together race to create the schema: retry
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
-                                              grace_period=GRACE_S)
+            with warnings.catch_warnings():  # the heartbeat is an experimental argument: say so once, not per open
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
+                                                  grace_period=heartbeat * GRACE_FACTOR,
+                                                  **{RETRY_ARG: Retry(max_retry=MAX_RETRY)})
         except ImportError as err:
             raise LesionBenchError(f"--storage {url}: no database driver ({err}); pip install psycopg2-binary "
                                    "(PostgreSQL) or PyMySQL (MySQL)") from None
@@ -73,7 +88,7 @@ class EpochPruning(PyTorchLightningPruningCallback):
 
     def __init__(self, trial: optuna.Trial, monitor: str = "val/dice") -> None:
         super().__init__(trial, monitor)
-        self.step = 0
+        self.trial, self.step = trial, 0
 
     def on_validation_end(self, trainer, pl_module) -> None:  # type: ignore[no-untyped-def]
         if trainer.sanity_checking or self.is_ddp_backend:
@@ -82,8 +97,8 @@ class EpochPruning(PyTorchLightningPruningCallback):
         if score is None:
             return
         step, self.step = self.step, self.step + 1
-        self._trial.report(float(score), step=step)
-        if self._trial.should_prune():
+        self.trial.report(float(score), step=step)
+        if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {step} ({self.monitor}={float(score):.4f})")
 
 
@@ -115,20 +130,10 @@ def save_plots(study: optuna.Study, study_dir: Path) -> list[str]:
     return notes
 
 
-# ----------------------------------------------------------------------------- grid bookkeeping
+# ----------------------------------------------------------------------------- dead workers, grid bookkeeping
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def grid_space(params: list[SearchParam], source: str = "tune") -> dict[str, list[Any]]:
@@ -148,76 +153,86 @@ def grid_size(space: dict[str, list[Any]]) -> int:
     return len(list(itertools.product(*space.values())))
 
 
-def _grid_id(t: FrozenTrial, space: dict[str, list[Any]]) -> int | None:
-    return t.system_attrs.get("grid_id") if t.system_attrs.get("search_space") == space else None
+def point(t: FrozenTrial | optuna.Trial, space: dict[str, list[Any]]) -> tuple | None:
+    """The grid point a trial holds (from its public params), or None before it drew one."""
+    params = t.params
+    return tuple(params[k] for k in space) if all(k in params for k in space) else None
 
 
-#: A live worker stamps its trial within milliseconds of asking for it; an unstamped RUNNING
-#: trial older than this was asked for by a worker killed in between.
-ORPHAN_GRACE_S = 3.0
+def _holds(t: FrozenTrial) -> bool:
+    """Whether a trial occupies its grid point: every trial but a duplicate closed unrun (a dead
+    worker's failed trial too: its retry is queued, or its retries are spent and the point stays
+    missing in the final check instead of being drawn again and again)."""
+    return "duplicate_of" not in t.user_attrs
 
 
-def _orphan(t: FrozenTrial) -> bool:
-    start = t.datetime_start
-    return "worker" not in t.user_attrs and start is not None and \
-        (datetime.now(start.tzinfo) - start).total_seconds() > ORPHAN_GRACE_S
-
-
-def unstamped_running(study: optuna.Study) -> bool:
-    """Whether a RUNNING trial carries no worker stamp yet (just asked for, or orphaned)."""
-    return any("worker" not in t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-
-
-def reap_dead(study: optuna.Study) -> None:
-    """Fail RUNNING trials whose worker process on this host is gone (killed, crashed), and
-    trials no worker ever stamped (killed between asking for the trial and stamping it)."""
-    host = socket.gethostname()
+def fail_dead(study: optuna.Study, grace_s: float) -> None:
+    """Fail and queue again the trials of dead workers: Optuna's heartbeat check for RDB storages
+    (``fail_stale_trials`` runs the storage's retry callback), and trials no worker ever stamped
+    (a worker killed between asking for a trial and starting it leaves no heartbeat either)."""
+    with warnings.catch_warnings():  # Optuna's own optimize() silences these experimental warnings too
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        who = str(t.user_attrs.get("worker", ""))
-        name, _, pid = who.rpartition(":")
-        dead = name == host and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid))
-        if dead or _orphan(t):
-            who = who or "unknown (killed before stamping its trial)"
-            try:
-                study._storage.set_trial_user_attr(t._trial_id, "fail_reason", f"worker {who} died mid-trial")
-                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
-                pass  # another worker reaped it first
-
-
-def requeue_failed(study: optuna.Study, space: dict[str, list[Any]], started: float) -> None:
-    """Queue failed grid points again, once: dead workers' now, training errors on the next invocation."""
-    trials = study.get_trials(deepcopy=False)
-    taken = {_grid_id(t, space) for t in trials if t.state in TAKEN}
-    for t in trials:
-        gid = _grid_id(t, space)
-        if t.state != TrialState.FAIL or gid is None or gid in taken or "duplicate_of" in t.user_attrs:
+        if "worker" in t.user_attrs or t.datetime_start is None or \
+                (datetime.now(t.datetime_start.tzinfo) - t.datetime_start).total_seconds() <= grace_s:
             continue
-        earlier = t.datetime_start is not None and t.datetime_start.timestamp() < started
-        if "error" in t.user_attrs and not earlier:
-            continue  # failed by its own error in this invocation: re-running now would fail again
-        study.add_trial(optuna.create_trial(
-            state=TrialState.WAITING, params=t.params, distributions=t.distributions,
-            user_attrs={"retry_of": t.number},
-            system_attrs={"grid_id": gid, "search_space": space, "failed_trial": t.number},
-        ))
-        taken.add(gid)
+        try:
+            study.tell(t.number, state=TrialState.FAIL)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+            continue  # another worker failed it first (and queued it again)
+        except RuntimeError:
+            pass  # the grid sampler's after_trial calls study.stop(), which works only inside optimize; the FAIL is stored
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            Retry(max_retry=MAX_RETRY)(study, t)
 
 
-def grid_has_work(study: optuna.Study, space: dict[str, list[Any]]) -> bool:
-    """A queued retry, or a grid point no trial has drawn yet."""
+def requeue_errors(study: optuna.Study, space: dict[str, list[Any]], started: float) -> None:
+    """Queue once more the grid points whose trial failed by its own error in an earlier invocation
+    (a fixed bug, a freed GPU), copying the trial as Optuna's retry callback does."""
     trials = study.get_trials(deepcopy=False)
-    started = {_grid_id(t, space) for t in trials} - {None}
-    return any(t.state == TrialState.WAITING for t in trials) or len(started) < grid_size(space)
+    held = {point(t, space) for t in trials if t.state != TrialState.FAIL and _holds(t)}
+    for t in trials:
+        p = point(t, space)
+        earlier = t.datetime_start is not None and t.datetime_start.timestamp() < started
+        if t.state != TrialState.FAIL or "error" not in t.user_attrs or not earlier or p is None or p in held:
+            continue
+        study.add_trial(optuna.create_trial(state=TrialState.WAITING, params=t.params, distributions=t.distributions,
+                                            user_attrs={"retry_of": t.number}, system_attrs=t.system_attrs))
+        held.add(p)
+
+
+def grid_state(study: optuna.Study, space: dict[str, list[Any]]) -> str:
+    """``work`` (a queued trial or an untaken point), ``wait`` (only running trials hold the rest:
+    they finish, or their workers died and they go stale), or ``done``."""
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state == TrialState.WAITING for t in trials):
+        return "work"
+    held = {point(t, space): t.state for t in trials if _holds(t)}
+    if len(set(held) - {None}) < grid_size(space):
+        return "work"
+    return "wait" if TrialState.RUNNING in held.values() else "done"
 
 
 def duplicate_of(study: optuna.Study, trial: optuna.Trial, space: dict[str, list[Any]]) -> int | None:
     """The lower-numbered live trial holding this trial's grid point (two workers raced), if any."""
-    gid = study._storage.get_trial_system_attrs(trial._trial_id).get("grid_id")
+    mine = point(trial, space)
     for t in study.get_trials(deepcopy=False, states=TAKEN):
-        if t.number < trial.number and _grid_id(t, space) == gid:
+        if t.number < trial.number and point(t, space) == mine and "duplicate_of" not in t.user_attrs:
             return t.number
     return None
+
+
+def fail_reason(t: FrozenTrial) -> str | None:
+    """Why a trial failed: its own error, or the worker that died under it."""
+    if t.state != TrialState.FAIL:
+        return None
+    if "fail_reason" in t.user_attrs:
+        return str(t.user_attrs["fail_reason"])
+    if "worker" not in t.user_attrs:
+        return "worker died (killed before stamping its trial); queued again"
+    return f"worker {t.user_attrs['worker']} died mid-trial (no heartbeat); queued again"
 
 
 def grid_coverage(study: optuna.Study, space: dict[str, list[Any]]) -> tuple[list[dict], list[dict]]:
@@ -227,6 +242,6 @@ def grid_coverage(study: optuna.Study, space: dict[str, list[Any]]) -> tuple[lis
         key = tuple(t.params.get(k) for k in space)
         done[key] = done.get(key, 0) + 1
     points = list(itertools.product(*space.values()))
-    missing = [dict(zip(space, p)) for p in points if p not in done]
-    dupes = [dict(zip(space, p)) for p, n in done.items() if n > 1]
+    missing = [dict(zip(space, p, strict=True)) for p in points if p not in done]
+    dupes = [dict(zip(space, p, strict=True)) for p, n in done.items() if n > 1]
     return missing, dupes

@@ -1,4 +1,8 @@
-"""Cost of a model at the recipe's resolution: parameters, FLOPs, latency, peak memory."""
+"""Cost of a model at the recipe's resolution: parameters, FLOPs, latency, peak memory.
+
+Measured on the device the model trained on (a GPU run publishes GPU latency and memory), and
+the cost says which device that was.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,12 @@ from typing import Any
 
 import torch
 from torch import nn
+
+
+def sync(device: torch.device | str) -> None:
+    """Wait for queued CUDA work, so a timer or memory reading sees it done (no-op on CPU)."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize(device)
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:
@@ -42,12 +52,10 @@ def latency_ms(model: nn.Module, image_size: int, batch: int = 1, repeats: int =
     model(x)  # warm-up
     times = []
     for _ in range(repeats):
-        if torch.cuda.is_available() and str(device).startswith("cuda"):
-            torch.cuda.synchronize()
+        sync(device)
         start = time.perf_counter()
         model(x)
-        if torch.cuda.is_available() and str(device).startswith("cuda"):
-            torch.cuda.synchronize()
+        sync(device)
         times.append((time.perf_counter() - start) * 1000 / batch)
     return sorted(times)[len(times) // 2]
 
@@ -72,17 +80,17 @@ def _trim() -> None:
 
 
 @contextlib.contextmanager
-def peak_memory(device: str) -> Iterator[dict[str, float]]:
+def peak_memory(device: torch.device | str) -> Iterator[dict[str, float]]:
     """Peak memory used inside the block, over what was resident before it: CUDA allocator peak,
     or on CPU the process's resident high-water mark (reset through /proc/self/clear_refs)."""
     out: dict[str, float] = {}
-    if device.startswith("cuda"):
+    if str(device).startswith("cuda"):
         sync(device)
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
         yield out
         sync(device)
-        out["peak_mb"] = (torch.cuda.max_memory_allocated() - before) / 2**20
+        out["peak_mb"] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
         return
     _trim()
     before, hwm = rss_mb(), None
@@ -100,11 +108,13 @@ def peak_memory(device: str) -> Iterator[dict[str, float]]:
     out["peak_mb"] = max(peak - before, 0.0)
 
 
-def measure_cost(model: nn.Module, image_size: int) -> dict[str, Any]:
-    """Everything the leaderboard's cost columns show, measured on the model's device."""
-    device = next(model.parameters()).device
+def measure_cost(model: nn.Module, image_size: int, device: torch.device | str | None = None) -> dict[str, Any]:
+    """Everything the leaderboard's cost columns show, measured on ``device`` (the training device;
+    default: where the model is now). The model goes back to where it was, in the mode it was in."""
+    home = next(model.parameters()).device
+    device = torch.device(device) if device is not None else home
     was_training = model.training
-    model.eval()
+    model.to(device).eval()
     total, trainable = count_params(model)
     try:
         return {
@@ -112,9 +122,19 @@ def measure_cost(model: nn.Module, image_size: int) -> dict[str, Any]:
             "flops": count_flops(model, image_size, device),
             "ms_per_image": round(latency_ms(model, image_size, device=device), 3),
             "peak_mem_mb": round(_inference_peak_mb(model, image_size, device), 1),
+            "device": describe_device(device),
         }
     finally:
-        model.train(was_training)
+        model.to(home).train(was_training)
+
+
+def describe_device(device: torch.device | str) -> str:
+    """``cpu`` or e.g. ``cuda:0 (NVIDIA H100 80GB HBM3)``: what the latency and memory figures were measured on."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return device.type
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 @torch.inference_mode()
