@@ -10,7 +10,7 @@ from PIL import Image
 
 from lesionbench.data.layouts import LAYOUTS, scan
 from lesionbench.data.leakage import find_leaks
-from lesionbench.data.synthetic import ensure, write_all
+from lesionbench.data.synthetic import write_all
 from lesionbench.errors import LesionBenchError
 
 COUNTS = {"isic2016": {"train": 6, "test": 3}, "isic2017": {"train": 6, "val": 2, "test": 3},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -165,7 +164,6 @@ def test_ddp_two_processes_test_each_image_once(synthetic_env: Path, tmp_path: P
     """strategy=ddp on 2 CPU processes (gloo), 5 test images: each image once, pooled Dice = 1 process."""
     from lesionbench.data import SegmentationDataModule
     from lesionbench.training.metrics import summarize
-    from lesionbench.training.task import SegmentationTask
     import lightning as L
 
     exp = tmp_path / "ddp.yaml"
@@ -181,10 +179,10 @@ def test_ddp_two_processes_test_each_image_once(synthetic_env: Path, tmp_path: P
         ids = [r["id"] for r in csv.DictReader(fh)]
     assert len(ids) == 5 and len(set(ids)) == 5
     metrics = read_json(run_dir / "metrics.json")
-    # the same checkpoint tested in this single process
-    ckpt = torch.load(run_dir / metrics["best_checkpoint"], map_location="cpu", weights_only=False)
-    task = SegmentationTask(ckpt["hyper_parameters"]["config"])
-    task.load_state_dict(ckpt["state_dict"])
+    # the same best weights (model.safetensors + config.yaml) tested in this single process
+    from lesionbench.inference.load import load_run
+    assert metrics["best_checkpoint"] == "model.safetensors"
+    task, _ = load_run(run_dir)
     dm = SegmentationDataModule.from_experiment(task.cfg)
     L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False).test(task, datamodule=dm, verbose=False)
     index, stats = task.test_result

@@ -178,3 +178,14 @@ def test_full_disk_marks_the_run_failed_with_the_space_needed(synthetic_env: Pat
     assert str(run) in info.error and "no space left" in info.error and "MB free" in info.error
     assert "MB (best + last checkpoint)" in info.error
     assert not list(run.rglob(".*.*"))  # no temp files left behind
+
+
+def test_determinism_requested_and_granted_are_recorded(synthetic_env: Path, tmp_path: Path) -> None:
+    cfg = tiny(epochs=1).model_copy(deep=True)
+    cfg.trainer.deterministic, cfg.trainer.seed = True, 7
+    try:
+        train(cfg, tmp_path / "det", progress=False)
+    finally:
+        torch.use_deterministic_algorithms(False)  # Lightning sets it process-wide
+    det = read_run_info(tmp_path / "det").determinism
+    assert det.requested is True and det.granted is True and det.seed == 7

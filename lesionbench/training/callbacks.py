@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import lightning as L
-import pandas as pd
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from lesionbench.config import ExperimentConfig, PhaseConfig
-from lesionbench.io import atomic_write_text
-from lesionbench.training.loggers import build_loggers, test_callbacks
+from lesionbench.io import atomic_write_csv
+from lesionbench.training.loggers import test_callbacks
 from lesionbench.training.task import selection_monitor
 
 
@@ -73,26 +73,36 @@ def phase_log(run_dir: Path, phase: str) -> CSVLogger:
     return CSVLogger(save_dir=run_dir / "logs", name=phase, version="", flush_logs_every_n_steps=1)
 
 
+def _rows(*paths: Path) -> list[dict[str, str]]:
+    """The rows of Lightning CSV logs, as written (text, so integers stay integers)."""
+    rows: list[dict[str, str]] = []
+    for p in paths:
+        if p.is_file():
+            with open(p, newline="") as fh:
+                rows.extend(csv.DictReader(fh))
+    return rows
+
+
+def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    """Rows with the union of their columns, sorted as Lightning's CSVLogger sorts them."""
+    columns = sorted({k for r in rows for k in r})
+    atomic_write_csv(path, [{c: r.get(c, "") for c in columns} for r in rows])
+
+
 def start_phase_log(log_dir: Path, resume_step: int | None) -> None:
     """Before a phase's fit: keep the rows of earlier sessions below the step it resumes at (each
     epoch is logged once), or none when the phase starts afresh."""
     history, current = log_dir / HISTORY, log_dir / "metrics.csv"
-    if resume_step is None:
-        history.unlink(missing_ok=True)
+    kept = [r for r in _rows(history, current) if resume_step is not None and float(r["step"]) < resume_step]
+    if kept:
+        _write_rows(history, kept)
     else:
-        frames = [pd.read_csv(p) for p in (history, current) if p.is_file() and p.stat().st_size]
-        kept = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        kept = kept[kept["step"] < resume_step] if "step" in kept else kept
-        if len(kept):
-            atomic_write_text(history, kept.to_csv(index=False))
-        else:
-            history.unlink(missing_ok=True)
+        history.unlink(missing_ok=True)
     current.unlink(missing_ok=True)
 
 
 def merge_csv_logs(log_dir: Path, phases: list[str]) -> None:
     """logs/metrics.csv: every phase's epochs, in order, each once."""
-    frames = [pd.read_csv(p) for phase in phases for p in (log_dir / phase / HISTORY, log_dir / phase / "metrics.csv")
-              if p.is_file() and p.stat().st_size]
-    if frames:
-        atomic_write_text(log_dir / "metrics.csv", pd.concat(frames, ignore_index=True).to_csv(index=False))
+    rows = _rows(*(log_dir / phase / name for phase in phases for name in (HISTORY, "metrics.csv")))
+    if rows:
+        _write_rows(log_dir / "metrics.csv", rows)
