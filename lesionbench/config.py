@@ -256,6 +256,7 @@ HASH_EXCLUDED: dict[str, str] = {
     "dataset.num_workers": "loader parallelism: speed only (workers are seeded from the run seed)",
     "dataset.cache": "the cache holds the same resized pixels the loader would compute",
     "trainer.logger": "where curves are sent (CSV always, W&B on request)",
+    "trainer.wandb_checkpoints": "uploads the checkpoints to W&B: no effect on the result",
     "trainer.accelerator": "the device kind: provenance, recorded in run.json",
     "trainer.channels_last": "memory layout: speed only",
     "trainer.compile": "torch.compile: speed only",
