@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from lesionbench.config import ExperimentConfig
 
@@ -34,8 +35,7 @@ def _assert_identical(a: Path, b: Path) -> None:
     for key in RESULT_KEYS:
         assert ma[key] == mb[key], key
     assert (a / "per_image.csv").read_bytes() == (b / "per_image.csv").read_bytes()
-    sa, sb = (torch.load(r / ma["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
-              for r in (a, b))
+    sa, sb = (load_file(r / ma["best_checkpoint"]) for r in (a, b))
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
 

@@ -116,24 +116,30 @@ def folder_hash(run_dir: Path) -> str | None:
         return None
 
 
+#: Files of the run's claim (studies/claim.py): they belong to the worker training the run now.
+CLAIM_FILES = ("claim.json", "claims.log", ".claim-", ".takeover-")
+
+
 def set_aside_if_stale(run_dir: Path, cfg: ExperimentConfig) -> Path | None:
-    """Move a folder made under another config to ``superseded/<run>.old-<hash>-<time>`` (never
-    overwritten, never deleted), so the new config starts fresh; returns where it went."""
-    if not run_dir.is_dir() or not any(run_dir.iterdir()):
-        return None
-    old = folder_hash(run_dir)
-    if old == cfg.config_hash():
+    """Move a result made under another config to ``superseded/<run>.old-<hash>-<time>`` (never
+    overwritten, never deleted), so the new config starts fresh; returns where it went. A folder with
+    no config of its own (only a claim, or a run killed before it wrote config.yaml) holds no result
+    and stays; the claim files stay in any case, they are the current worker's lock."""
+    old = folder_hash(run_dir) if run_dir.is_dir() else None
+    if old is None or old == cfg.config_hash():
         return None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     target_dir = run_dir.parent / SUPERSEDED
-    target_dir.mkdir(exist_ok=True)
-    base = f"{run_dir.name}.old-{old or 'unknown'}-{stamp}"
+    base = f"{run_dir.name}.old-{old}-{stamp}"
     target, n = target_dir / base, 1
     while target.exists():
         target, n = target_dir / f"{base}-{n}", n + 1
-    run_dir.rename(target)
+    target.mkdir(parents=True)
+    for entry in run_dir.iterdir():
+        if not entry.name.startswith(CLAIM_FILES):
+            entry.rename(target / entry.name)
     log.warning("%s: made under another config (hash %s, now %s); kept as %s, training afresh",
-                run_dir, old or "unknown", cfg.config_hash(), target)
+                run_dir, old, cfg.config_hash(), target)
     return target
 
 

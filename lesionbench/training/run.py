@@ -78,6 +78,8 @@ def train(
     not. A full disk ends in one line naming the folder and the space needed.
     """
     run_dir, sizes = Path(run_dir), {}
+    if _is_rank_zero():
+        set_aside_if_stale(run_dir, cfg)  # before anything (a logger) writes into the folder
     loggers = build_loggers(cfg, run_dir)
     try:
         return _train(cfg, run_dir, suite, callbacks or [], progress, sizes, loggers)
@@ -98,8 +100,6 @@ def _train(cfg: ExperimentConfig, run_dir: Path, suite: str, callbacks: list[Cal
     writes files, so DDP runs write one folder.
     """
     rank_zero = _is_rank_zero()
-    if rank_zero:
-        set_aside_if_stale(run_dir, cfg)
     cfg_hash = cfg.config_hash()
     previous = _previous_info(run_dir)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
