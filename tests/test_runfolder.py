@@ -119,3 +119,28 @@ def test_atomic_writes_leave_no_temp_file_on_a_full_disk(tmp_path: Path, monkeyp
             tmp.write_bytes(b"x")
             full(0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"] and target.read_text() == "old"
+
+
+def test_a_run_finished_before_the_hash_rules_changed_is_still_finished_and_loads(tmp_path: Path) -> None:
+    """Old layout: a Lightning best.ckpt, hashes recorded under the old rules. Not retrained, still loads."""
+    import torch
+
+    from lesionbench.inference.load import load_run
+    from lesionbench.runfolder import write_metrics, write_run_info
+    from lesionbench.training.run import is_finished
+    from lesionbench.training.task import SegmentationTask
+
+    cfg = _cfg()
+    run = fake_run(tmp_path / "run", cfg)
+    task = SegmentationTask(cfg.model_dump(mode="json"))
+    (run / "model.safetensors").unlink()
+    (run / "checkpoints" / "0-train").mkdir(parents=True)
+    torch.save({"state_dict": task.state_dict(), "hyper_parameters": {"config": cfg.model_dump(mode="json")}},
+               run / "checkpoints" / "0-train" / "best.ckpt")
+    old = {"config_hash": "0ld0ld0ld0ld0ld0", "best_checkpoint": "checkpoints/0-train/best.ckpt"}
+    write_run_info(run, read_run_info(run).model_copy(update=old))
+    write_metrics(run, read_metrics(run).model_copy(update=old))
+    assert is_finished(run, cfg) and not is_finished(run, _cfg(seed=1))
+    loaded, _ = load_run(run)
+    for k, v in task.model.state_dict().items():
+        assert torch.equal(v, loaded.model.state_dict()[k]), k

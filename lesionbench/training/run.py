@@ -29,8 +29,8 @@ from lesionbench.runfolder import (
 )
 from lesionbench.training.callbacks import build_trainer, merge_csv_logs, start_phase_log
 from lesionbench.training.checkpoints import (
-    CheckpointError, TrainClock, checkpoint_bytes, disk_full, is_disk_full, load_checkpoint, resume_checkpoint,
-    set_aside_if_stale,
+    CheckpointError, TrainClock, checkpoint_bytes, disk_full, folder_hash, is_disk_full, load_checkpoint,
+    resume_checkpoint, set_aside_if_stale,
 )
 from lesionbench.training.loggers import build_loggers, close_loggers
 from lesionbench.training.metrics import summarize
@@ -51,14 +51,15 @@ class RunResult:
 
 
 def is_finished(run_dir: Path, cfg: ExperimentConfig) -> bool:
-    """Done when run.json and metrics.json are valid, were made from this exact config, and the best
+    """Done when run.json and metrics.json are valid, the folder's config.yaml hashes (under today's
+    rules, so a change of what the hash covers retrains nothing) to this config's hash, and the best
     weights are still there (a copied-in result without weights is re-made, e.g. the committed demo)."""
     try:
         info, metrics = read_run_info(run_dir), read_metrics(run_dir)
     except RunFolderError:
         return False
-    return info.status == "finished" and info.config_hash == metrics.config_hash == cfg.config_hash() \
-        and bool(info.best_checkpoint) and (run_dir / str(info.best_checkpoint)).is_file()
+    best = info.best_checkpoint or metrics.best_checkpoint
+    return info.status == "finished" and folder_hash(run_dir) == cfg.config_hash() and (run_dir / best).is_file()
 
 
 def _now() -> str:
