@@ -5,16 +5,19 @@ from __future__ import annotations
 import copy
 import os
 import re
+import sys
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lesionbench.config import (
     ConfigError, ExperimentConfig, apply_overrides, format_validation_error, parse_config, read_yaml,
 )
+from lesionbench.studies.slurm import SlurmOptions
 
 
 def experiments_dir() -> Path:
@@ -53,6 +56,7 @@ class SuiteConfig(BaseModel):
     set: list[str] = Field(default_factory=list, description="Overrides applied to every run")
     matrix: Matrix | None = None
     suites: list[str] = Field(default_factory=list, description="Other suites to include")
+    slurm: SlurmOptions | None = Field(None, description="sbatch options for `run --suite NAME --slurm`")
 
 
 @dataclass
@@ -165,35 +169,138 @@ def suite_dir_name(name: str, quick: bool, synthetic: bool) -> str:
 
 def run_all(runs: list[PlannedRun], out_dir: Path, suite: str,
             on_update: Callable[[str, str, dict[str, Any]], None] | None = None,
-            progress: bool = False) -> dict[str, str]:
-    """Run each planned run; skip finished ones, resume interrupted ones, record failures."""
-    from lesionbench.training.run import is_finished, record_failure, train
+            progress: bool = False, worker: str | None = None, wait: bool = True,
+            run_logs: bool = False, offset: int = 0) -> dict[str, str]:
+    """Run each planned run that this worker can claim; skip finished ones, resume interrupted ones, record failures.
 
-    statuses: dict[str, str] = {}
+    Any number of workers may share ``out_dir``: a run held by a live worker is revisited later (``wait``) or
+    left to it; a stale claim is taken over. A run that failed since this worker started is not retried by it.
+    ``offset`` rotates the order so that workers started together begin on different runs.
+    """
+    from lesionbench.studies.claim import claim_timeout
+
     notify = on_update or (lambda *a: None)
-    for run in runs:
-        run_dir = out_dir / run.name
-        if is_finished(run_dir, run.config):
-            statuses[run.name] = "skipped"
-            notify(run.name, "skipped (finished)", {})
-            continue
-        notify(run.name, "running", {})
-        start = time.perf_counter()
-        try:
-            result = train(run.config, run_dir, suite=suite, progress=progress)
-        except KeyboardInterrupt:
-            notify(run.name, "interrupted", {})
-            raise
-        except Exception as err:  # noqa: BLE001 - one failed run must not stop the suite
-            record_failure(run_dir, run.config, suite, err)
-            statuses[run.name] = "failed"
-            notify(run.name, "failed", {"error": str(err).splitlines()[0] if str(err) else type(err).__name__})
-            continue
-        _visual_report(run_dir)
-        statuses[run.name] = "finished"
-        notify(run.name, "finished", {"dice": result.metrics.get("per_image", {}).get("dice"),
-                                      "seconds": time.perf_counter() - start})
+    statuses: dict[str, str] = {}
+    started, poll = time.time(), min(5.0, claim_timeout() / 4)
+    pending = runs[offset % len(runs):] + runs[:offset % len(runs)] if runs else []
+    told: set[str] = set()
+    acquire, parent = _claimer(worker), os.getppid()
+    while pending and (os.environ.get("LOCAL_RANK", "0") == "0" or os.getppid() == parent):
+        held: list[PlannedRun] = []
+        for run in pending:
+            run_dir = out_dir / run.name
+            state = _settled(run, run_dir, started)
+            if state is None:
+                claim = acquire(run_dir)
+                if claim is None:
+                    held.append(run)
+                    if run.name not in told:
+                        told.add(run.name)
+                        notify(run.name, "held by another worker", {})
+                    continue
+                with claim:
+                    state = _settled(run, run_dir, started) or _train_one(run, run_dir, suite, notify, progress, run_logs)
+            elif state == "skipped":
+                notify(run.name, "skipped (finished)", {})
+            statuses.setdefault(run.name, state)
+        pending = held if wait else []
+        if pending:
+            time.sleep(poll)
+    for run in runs:  # left to other live workers (wait=False): settled by now?
+        statuses.setdefault(run.name, _settled(run, out_dir / run.name, started) or "held")
     return statuses
+
+
+def _claimer(worker: str | None) -> Callable[[Path], Any]:
+    """How this process claims a run. A DDP rank that Lightning started (LOCAL_RANK > 0) re-runs this command: it
+    claims nothing and trains exactly the run its rank zero (its parent) holds, while that parent lives."""
+    from lesionbench.studies.claim import acquire, read_claim
+
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        return lambda run_dir: acquire(run_dir, worker)
+    parent = os.getppid()
+
+    def follow(run_dir: Path) -> Any:
+        held = read_claim(run_dir)
+        return nullcontext() if held and held.info and held.info.pid == parent else None
+
+    return follow
+
+
+def _settled(run: PlannedRun, run_dir: Path, since: float) -> str | None:
+    """"skipped" when finished, "failed" when it failed since ``since``, else None (to be trained)."""
+    from lesionbench.io import read_json
+    from lesionbench.training.run import is_finished
+
+    if is_finished(run_dir, run.config):
+        return "skipped"
+    try:
+        failed = read_json(run_dir / "run.json").get("status") == "failed"
+        return "failed" if failed and (run_dir / "run.json").stat().st_mtime >= since else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _train_one(run: PlannedRun, run_dir: Path, suite: str, notify: Callable, progress: bool, run_logs: bool) -> str:
+    from lesionbench.training.run import record_failure, train
+
+    notify(run.name, "running", {})
+    start = time.perf_counter()
+    try:
+        with _output_to(run_dir / "logs" / "worker.log" if run_logs else None):
+            result = train(run.config, run_dir, suite=suite, progress=progress)
+    except KeyboardInterrupt:
+        notify(run.name, "interrupted", {})
+        raise
+    except Exception as err:  # noqa: BLE001 - one failed run must not stop the suite
+        record_failure(run_dir, run.config, suite, err)
+        notify(run.name, "failed", {"error": str(err).splitlines()[0] if str(err) else type(err).__name__})
+        return "failed"
+    _visual_report(run_dir)
+    notify(run.name, "finished", {"dice": result.metrics.get("per_image", {}).get("dice"),
+                                  "seconds": time.perf_counter() - start})
+    return "finished"
+
+
+@contextmanager
+def _output_to(path: Path | None) -> Iterator[None]:
+    """A worker's stdout/stderr (Lightning's, the data loaders') go into the run folder while it trains."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(path, "a") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def leaderboard_due(statuses: dict[str, str], suite_dir: Path, since: float) -> bool:
+    """Whoever completes a suite writes its leaderboard, once: when no run is left to anyone, the worker that
+    finished the newest result writes it; a worker that finished none writes it only when the board is missing or
+    older than results made before it started (a re-run of a finished suite)."""
+    if not statuses or any(s not in ("finished", "skipped", "failed") for s in statuses.values()):
+        return False
+    made = {name: (suite_dir / name / "metrics.json").stat().st_mtime
+            for name, s in statuses.items() if s in ("finished", "skipped")}
+    if not made:
+        return False
+    newest = max(made, key=made.get)
+    if statuses[newest] == "finished" or "finished" in statuses.values():
+        return statuses[newest] == "finished"
+    board = suite_dir / "leaderboard.md"
+    return made[newest] < since and (not board.is_file() or board.stat().st_mtime < made[newest])
 
 
 def _visual_report(run_dir: Path) -> None:
