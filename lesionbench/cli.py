@@ -155,10 +155,12 @@ def run(
     else:
         with Live(render(), console=console, refresh_per_second=2) as live:
             statuses = run_all(runs, suite_dir, name, update, progress=False)
-    if leaderboard_due(statuses, suite_dir, since):  # whoever completes the suite writes it, once
+    due = leaderboard_due(statuses, suite_dir, since)  # whoever completes the suite writes it, once
+    if due:
         _write_leaderboard(suite_dir)
     failed = [k for k, v in statuses.items() if v == "failed"]
-    console.print(f"[bold]{len(statuses) - len(failed)}/{len(statuses)} runs done[/]; leaderboard: {suite_dir / 'leaderboard.md'}")
+    console.print(f"[bold]{len(statuses) - len(failed)}/{len(statuses)} runs done[/]; leaderboard: {suite_dir / 'leaderboard.md'}"
+                  + (" (written)" if due else " (left to the worker that completes the suite)"))
     if failed:
         console.print(f"[red]{len(failed)} failed[/] (errors in each run's run.json / error.log): {', '.join(failed)}")
         raise typer.Exit(1)

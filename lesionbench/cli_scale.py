@@ -49,10 +49,9 @@ def print_states(console: Console, states: list[RunState], title: str) -> None:
     if console.is_terminal:
         console.print(state_table(states, title))
         return
-    for s in states:
-        console.print("\t".join([s.run, s.state, s.worker, s.host, s.detail]), markup=False, highlight=False,
-                      soft_wrap=True)
-    console.print(f"{title}: {summary(states)}", markup=False, highlight=False, soft_wrap=True)
+    for s in states:  # Rich would expand the tabs
+        print("\t".join([s.run, s.state, s.worker, s.host, s.detail]), file=console.file)
+    print(f"{title}: {summary(states)}", file=console.file, flush=True)
 
 
 def run_workers(console: Console, args: list[str], n: int, gpus: str | None, runs: list[PlannedRun],
@@ -91,11 +90,12 @@ def run_worker(console: Console, runs: list[PlannedRun], suite_dir: Path, suite:
                exit_when_idle: bool) -> None:
     """One worker (started by --workers or a SLURM array task): plain lines, logs in each run folder."""
     signal.signal(signal.SIGTERM, _interrupt)  # scancel / requeue: release the claim, keep last.ckpt
-    threads = os.environ.get("LESIONBENCH_THREADS")
-    if threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(int(threads))
+    if os.environ.get("LESIONBENCH_THREADS"):
+        torch.set_num_threads(int(os.environ["LESIONBENCH_THREADS"]))
+    print(f"[{worker}] started: {torch.get_num_threads()} CPU threads, "
+          f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(all)')}", flush=True)
 
     def update(name: str, status: str, extra: dict) -> None:
         detail = extra.get("error") or (f"dice {extra['dice']:.4f}" if extra.get("dice") is not None else "")

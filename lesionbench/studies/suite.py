@@ -248,6 +248,9 @@ def _train_one(run: PlannedRun, run_dir: Path, suite: str, notify: Callable, pro
     start = time.perf_counter()
     try:
         with _output_to(run_dir / "logs" / "worker.log" if run_logs else None):
+            if run_logs:
+                print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {run.name}: training on {os.uname().nodename} "
+                      f"(pid {os.getpid()})", flush=True)
             result = train(run.config, run_dir, suite=suite, progress=progress)
     except KeyboardInterrupt:
         notify(run.name, "interrupted", {})
