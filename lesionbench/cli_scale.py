@@ -127,7 +127,8 @@ def submit_slurm(console: Console, args: list[str], runs: list[PlannedRun], suit
     script = render_script(opts, [sys.executable, "-m", "lesionbench.cli", "run", *args], len(runs), suite_dir,
                            Path.cwd())
     job, path = submit(script, suite_dir)
-    console.print(f"submitted job array {job} ({opts.tasks or len(runs)} tasks for {len(runs)} runs): {path}",
+    tasks = opts.tasks or min(len(runs), opts.parallelism or len(runs))
+    console.print(f"submitted job array {job} ({tasks} tasks for {len(runs)} runs): {path}",
                   markup=False, highlight=False)
     console.print(f"watch: squeue -j {job}   |   lesionbench status {status_hint}   |   "
                   f"logs: {suite_dir / 'slurm'}/{job}_<task>.out", markup=False, highlight=False, soft_wrap=True)

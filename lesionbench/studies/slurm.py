@@ -29,7 +29,7 @@ class SlurmOptions(BaseModel):
     cpus_per_task: int | None = Field(None, ge=1)
     mem: str | None = Field(None, description="Memory per task, e.g. 32G")
     parallelism: int | None = Field(None, ge=1, description="At most this many tasks at once (--array=0-N%P)")
-    tasks: int | None = Field(None, ge=1, description="Array size (default: one task per run)")
+    tasks: int | None = Field(None, ge=1, description="Array size (default: one task per run, at most parallelism)")
     signal_seconds: int = Field(120, ge=0, description="USR1 this long before the time limit: requeue")
     extra: list[str] = Field(default_factory=list, description="More sbatch options, e.g. --account=lab")
     job_name: str | None = None
@@ -46,7 +46,7 @@ def merge(base: SlurmOptions | None, **flags) -> SlurmOptions:
 
 def render_script(opts: SlurmOptions, worker_args: list[str], n_runs: int, suite_dir: Path, workdir: Path) -> str:
     """The batch script: #SBATCH header, a USR1 trap that requeues this task, one worker."""
-    tasks = opts.tasks or n_runs
+    tasks = opts.tasks or min(n_runs, opts.parallelism or n_runs)  # more tasks than run at once would idle
     array = f"0-{tasks - 1}" + (f"%{opts.parallelism}" if opts.parallelism else "")
     lines = ["#!/bin/bash", f"#SBATCH --job-name={opts.job_name or 'lesionbench-' + suite_dir.name}",
              f"#SBATCH --array={array}", f"#SBATCH --output={suite_dir / 'slurm'}/%A_%a.out", "#SBATCH --open-mode=append",
