@@ -58,8 +58,6 @@ def test_heartbeat_keeps_a_live_claim_and_only_a_silent_one_goes_stale(tmp_path:
     time.sleep(1.5)
     successor = acquire(tmp_path, worker="b", timeout=1.0)
     assert successor is not None and read_claim(tmp_path, 1.0).info.worker == "b"
-    time.sleep(0.5)
-    assert claim.lost is False  # it stopped beating; the successor's claim is a new file
     claim.release("finished")  # a late release never removes the successor's claim
     assert read_claim(tmp_path, 1.0).info.worker == "b"
     successor.release("finished")

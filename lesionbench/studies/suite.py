@@ -198,9 +198,9 @@ def run_all(runs: list[PlannedRun], out_dir: Path, suite: str,
                         told.add(run.name)
                         notify(run.name, "held by another worker", {})
                     continue
-                with claim:
+                with claim:  # finished by another worker since the first look?
                     state = _settled(run, run_dir, started) or _train_one(run, run_dir, suite, notify, progress, run_logs)
-            elif state == "skipped":
+            if state == "skipped":
                 notify(run.name, "skipped (finished)", {})
             statuses.setdefault(run.name, state)
         pending = held if wait else []
@@ -213,9 +213,12 @@ def run_all(runs: list[PlannedRun], out_dir: Path, suite: str,
 
 def _claimer(worker: str | None) -> Callable[[Path], Any]:
     """How this process claims a run. A DDP rank that Lightning started (LOCAL_RANK > 0) re-runs this command: it
-    claims nothing and trains exactly the run its rank zero (its parent) holds, while that parent lives."""
+    claims nothing and trains exactly the run its rank zero (its parent) holds, while that parent lives. The ranks of
+    a torchrun or multi-task srun launch claim nothing at all: that one job owns its results folder."""
     from lesionbench.studies.claim import acquire, read_claim
 
+    if "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
+        return lambda run_dir: nullcontext()
     if os.environ.get("LOCAL_RANK", "0") == "0":
         return lambda run_dir: acquire(run_dir, worker)
     parent = os.getppid()
