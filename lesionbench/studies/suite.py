@@ -298,8 +298,11 @@ def leaderboard_due(statuses: dict[str, str], suite_dir: Path, since: float) -> 
     older than results made before it started (a re-run of a finished suite)."""
     if not statuses or any(s not in ("finished", "skipped", "failed") for s in statuses.values()):
         return False
-    made = {name: (suite_dir / name / "metrics.json").stat().st_mtime
-            for name, s in statuses.items() if s in ("finished", "skipped")}
+    made = {}
+    for name, state in statuses.items():
+        path = suite_dir / name / "metrics.json"
+        if state in ("finished", "skipped") and path.is_file():  # a DDP rank > 0 writes none
+            made[name] = path.stat().st_mtime
     if not made:
         return False
     newest = max(made, key=made.get)
