@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -44,6 +45,7 @@ def assert_each_run_once(suite_dir: Path, n: int) -> None:
         events = [e["event"] for e in history(run)]
         assert events.count("release finished") == 1, (run.name, events)
         assert (run / "metrics.json").is_file() and not (run / "claim.json").exists(), run
+        assert json.loads((run / "run.json").read_text())["status"] == "finished", run
         assert not list(run.glob(".claim*")) and not list(run.glob(".takeover*")), list(run.iterdir())
     board = (suite_dir / "leaderboard.md").read_text()
     for run in runs:  # one curves link per run; the experiment row counts its runs

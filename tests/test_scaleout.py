@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import multiprocessing as mp
 import os
 import signal
@@ -10,7 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from lesionbench.cli import app
 from lesionbench.studies.claim import CLAIM, acquire, history, read_claim
 from scaleout_suite import assert_each_run_once, env_for, lesionbench, start, tiny_suite
 
@@ -75,6 +78,8 @@ def test_three_run_processes_started_together_train_each_run_once(synthetic_env:
     assert_each_run_once(suite_dir, 3)
     for run in suite_dir.glob("*__s*"):
         assert [e["event"] for e in history(run)] == ["claim", "release finished"]
+        with open(run / "logs" / "metrics.csv") as fh:  # one training's epochs, not two interleaved
+            assert sum(1 for r in csv.DictReader(fh) if r.get("val/dice")) == 1, run
     assert sum("(written)" in o for o in outputs) == 1, outputs  # the leaderboard, once, by the last finisher
 
 
@@ -113,24 +118,23 @@ def test_sigkilled_worker_claim_is_taken_over_after_the_heartbeat_timeout(synthe
 
 @pytest.mark.slow
 def test_workers_split_the_cores_log_per_run_and_status_reads_the_folders(synthetic_env: Path, tmp_path: Path) -> None:
-    suite, out = tiny_suite(tmp_path), tmp_path / "results"
+    suite, out = tiny_suite(tmp_path, seeds=2), tmp_path / "results"
     env = env_for(synthetic_env, tmp_path)
     env.pop("OMP_NUM_THREADS")
     done = subprocess.run([lesionbench(), "run", "--suite", str(suite), "--synthetic", "--quick", "--out", str(out),
                            "--workers", "2"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     suite_dir = out / "tiny+synthetic+quick"
-    assert_each_run_once(suite_dir, 3)
+    assert_each_run_once(suite_dir, 2)
     logs = [(suite_dir / "workers" / f"worker-{k}.log").read_text() for k in range(2)]
     cores = max(1, len(os.sched_getaffinity(0)) // 2)
     assert all(f"started: {cores} CPU threads" in log for log in logs), logs
     workers = {e["worker"] for run in suite_dir.glob("*__s*") for e in history(run)}
-    assert len(workers) == 2, workers  # both workers trained
+    assert workers and all(w.startswith(("w0-", "w1-")) for w in workers), workers
     for run in suite_dir.glob("*__s*"):
         assert (run / "logs" / "worker.log").stat().st_size > 0
-    status = subprocess.run([lesionbench(), "status", "--suite", str(suite), "--synthetic", "--quick", "--out", str(out)],
-                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert status.returncode == 0, status.stderr
-    lines = [line.split("\t") for line in status.stdout.splitlines() if "\t" in line]
-    assert sorted(cols[1] for cols in lines) == ["finished"] * 3, status.stdout
-    assert "3 finished" in status.stdout
+    status = CliRunner().invoke(app, ["status", "--suite", str(suite), "--synthetic", "--quick", "--out", str(out)])
+    assert status.exit_code == 0, status.output  # not a terminal: one tab-separated line per run
+    lines = [line.split("\t") for line in status.output.splitlines() if "\t" in line]
+    assert sorted(cols[1] for cols in lines) == ["finished"] * 2, status.output
+    assert "2 finished" in status.output
