@@ -83,14 +83,37 @@ def test_three_run_processes_started_together_train_each_run_once(synthetic_env:
     assert sum("(written)" in o for o in outputs) == 1, outputs  # the leaderboard, once, by the last finisher
 
 
+def test_claim_of_a_dead_process_on_this_host_is_taken_at_once(tmp_path: Path) -> None:
+    pid = os.fork()
+    if pid == 0:  # a worker that dies holding its claim (no release, no heartbeat)
+        acquire(tmp_path, worker="dead", timeout=600)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    claim = acquire(tmp_path, worker="next", timeout=600)
+    assert claim is not None
+    takeover = history(tmp_path)[-1]
+    assert takeover["event"] == "takeover" and takeover["reason"] == "process gone" and takeover["previous"]["pid"] == pid
+    claim.release("finished")
+
+
+def _on_other_host(args: list[str], env: dict, cwd: Path) -> subprocess.Popen:
+    """The command under another host name (a private UTS namespace): its claim can only go stale by heartbeat."""
+    if subprocess.run(["unshare", "-u", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs `unshare -u` (root) to run a worker under another host name")
+    return subprocess.Popen(["unshare", "-u", "sh", "-c", 'hostname lb-other-host && exec "$0" "$@"', lesionbench(),
+                             *args], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
 @pytest.mark.slow
 def test_sigkilled_worker_claim_is_taken_over_after_the_heartbeat_timeout(synthetic_env: Path, tmp_path: Path) -> None:
-    """Two workers at once; one is SIGKILLed holding a claim; the other resumes that run once the claim is stale."""
+    """Two workers at once, one on "another host"; it is SIGKILLed holding a claim; the other resumes that run once
+    the claim's heartbeat is older than the timeout (4 s here)."""
     suite, out = tiny_suite(tmp_path, seeds=2, epochs=3), tmp_path / "results"
     env = env_for(synthetic_env, tmp_path, LESIONBENCH_CLAIM_TIMEOUT="4")
     args = ["run", "--suite", str(suite), "--synthetic", "--quick", "--out", str(out)]
     suite_dir = out / "tiny+synthetic+quick"
-    victim, survivor = start(args, env, tmp_path), start(args, env, tmp_path)
+    victim, survivor = _on_other_host(args, env, tmp_path), start(args, env, tmp_path)
 
     def victim_claim() -> Path | None:
         for path in suite_dir.glob(f"*/{CLAIM}"):
@@ -112,7 +135,8 @@ def test_sigkilled_worker_claim_is_taken_over_after_the_heartbeat_timeout(synthe
     events = history(taken)
     takeover = next(e for e in events if e["event"] == "takeover")
     assert takeover["previous"]["pid"] == victim.pid and takeover["pid"] == survivor.pid
-    assert takeover["heartbeat_age_s"] >= 4
+    assert takeover["previous"]["host"] == "lb-other-host" and takeover["reason"] == "stale heartbeat", takeover
+    assert takeover["heartbeat_age_s"] >= 4, takeover
     assert [e["event"] for e in events] == ["claim", "takeover", "release finished"]
 
 

@@ -50,6 +50,28 @@ class ClaimInfo(BaseModel):
     pid: int
     token: str
     started: str
+    pidns: int = 0  # the pid namespace, so a pid is only judged on the same host and namespace
+
+
+def _pidns() -> int:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:  # not Linux
+        return 0
+
+
+def _dead_here(info: ClaimInfo | None) -> bool:
+    """The holder ran on this host, in this pid namespace, and its process is gone (e.g. SIGKILLed): no need to
+    wait for the heartbeat timeout."""
+    if info is None or info.host != socket.gethostname() or not info.pidns or info.pidns != _pidns():
+        return False
+    try:
+        os.kill(info.pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
 
 
 class HeldBy(BaseModel):
@@ -124,21 +146,24 @@ class Claim:
 
 
 def acquire(run_dir: Path, worker: str | None = None, timeout: float | None = None) -> Claim | None:
-    """Claim a run folder, taking over a stale claim (or our own, left by an earlier incarnation of this worker,
-    e.g. a requeued SLURM array task); None when a live worker holds it."""
+    """Claim a run folder, taking over a stale claim, a claim whose process died on this host, or our own (left by
+    an earlier incarnation of this worker, e.g. a requeued SLURM array task); None when a live worker holds it."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     timeout = timeout or claim_timeout()
     info = ClaimInfo(worker=worker or default_worker_id(), host=socket.gethostname(), pid=os.getpid(),
-                     token=uuid.uuid4().hex, started=_now())
+                     token=uuid.uuid4().hex, started=_now(), pidns=_pidns())
     fd, event, extra = _create(run_dir, info), "claim", {}
     if fd is None:
         held = read_claim(run_dir, timeout)
         if held is None:  # released meanwhile: try once more
             fd = _create(run_dir, info)
-        elif held.stale or (held.info is not None and held.info.worker == info.worker):
+        elif held.stale or _dead_here(held.info) or (held.info is not None and held.info.worker == info.worker):
             fd, event = _take_over(run_dir, info, held), "takeover"
-            extra = {"previous": held.info.model_dump() if held.info else None, "heartbeat_age_s": round(held.age, 1)}
+            reason = "stale heartbeat" if held.stale else "same worker" if held.info.worker == info.worker \
+                else "process gone"
+            extra = {"previous": held.info.model_dump() if held.info else None, "heartbeat_age_s": round(held.age, 1),
+                     "reason": reason}
     if fd is None:
         return None
     log_event(run_dir, event, info, **extra)
@@ -191,8 +216,8 @@ def _take_over(run_dir: Path, info: ClaimInfo, held: HeldBy) -> int | None:
         except FileNotFoundError:
             return None
         moved = aside.stat()
-        ours = held.info is not None and held.info.worker == info.worker
-        if moved.st_ino != seen.st_ino or (moved.st_mtime != seen.st_mtime and not ours):
+        gone = held.info is not None and (held.info.worker == info.worker or _dead_here(held.info))
+        if moved.st_ino != seen.st_ino or (moved.st_mtime != seen.st_mtime and not gone):
             try:  # not the claim we judged stale (its holder is alive): put it back
                 os.link(aside, target)
             except FileExistsError:
