@@ -160,8 +160,7 @@ def run(
         _write_leaderboard(suite_dir)
     failed = [k for k, v in statuses.items() if v == "failed"]
     console.print(f"[bold]{len(statuses) - len(failed)}/{len(statuses)} runs done[/]; leaderboard: {suite_dir / 'leaderboard.md'}"
-                  + (" (written)" if due else " (up to date)" if "held" not in statuses.values()
-                     else " (left to the worker that completes the suite)"))
+                  + (" (written)" if due else ""))
     if failed:
         console.print(f"[red]{len(failed)} failed[/] (errors in each run's run.json / error.log): {', '.join(failed)}")
         raise typer.Exit(1)
