@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -162,3 +163,30 @@ def test_workers_split_the_cores_log_per_run_and_status_reads_the_folders(synthe
     lines = [line.split("\t") for line in status.output.splitlines() if "\t" in line]
     assert sorted(cols[1] for cols in lines) == ["finished"] * 2, status.output
     assert "2 finished" in status.output
+
+
+def test_status_reads_every_state_from_the_run_folders(tmp_path: Path) -> None:
+    from lesionbench.config import ExperimentConfig
+    from lesionbench.studies.status import suite_status, summary
+    from lesionbench.studies.suite import PlannedRun
+
+    cfg = ExperimentConfig.model_validate({"name": "t", "dataset": {"name": "synthetic"}, "model": {"name": "unet"}})
+    runs = [PlannedRun(name, cfg) for name in ("done", "live", "silent", "broken", "todo")]
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "best.ckpt").write_bytes(b"x")
+    (done / "metrics.json").write_text(json.dumps({"per_image": {"dice": 0.5}}))
+    (done / "run.json").write_text(json.dumps({"status": "finished", "config_hash": cfg.config_hash(),
+                                               "best_checkpoint": "best.ckpt"}))
+    live = acquire(tmp_path / "live", worker="w7", timeout=30)
+    acquire(tmp_path / "silent", worker="gone", timeout=30)._stop.set()
+    os.utime(tmp_path / "silent" / CLAIM, (time.time() - 60, time.time() - 60))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "run.json").write_text(json.dumps({"status": "failed", "error": "OSError: disk full"}))
+    states = {s.run: s for s in suite_status(runs, tmp_path, timeout=30)}
+    assert {k: s.state for k, s in states.items()} == {"done": "finished", "live": "running", "silent": "stale",
+                                                       "broken": "failed", "todo": "waiting"}
+    assert states["live"].worker == "w7" and states["live"].host and "0.5000" in states["done"].detail
+    assert "disk full" in states["broken"].detail
+    assert summary(list(states.values())) == "1 finished, 1 running, 1 stale, 1 failed, 1 waiting"
+    live.release("finished")
