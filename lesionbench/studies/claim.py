@@ -159,7 +159,7 @@ def acquire(run_dir: Path, worker: str | None = None, timeout: float | None = No
         if held is None:  # released meanwhile: try once more
             fd = _create(run_dir, info)
         elif held.stale or _dead_here(held.info) or (held.info is not None and held.info.worker == info.worker):
-            fd, event = _take_over(run_dir, info, held), "takeover"
+            fd, event = _take_over(run_dir, info, held, timeout), "takeover"
             reason = "stale heartbeat" if held.stale else "same worker" if held.info.worker == info.worker \
                 else "process gone"
             extra = {"previous": held.info.model_dump() if held.info else None, "heartbeat_age_s": round(held.age, 1),
@@ -196,7 +196,7 @@ def _create(run_dir: Path, info: ClaimInfo) -> int | None:
     return fd
 
 
-def _take_over(run_dir: Path, info: ClaimInfo, held: HeldBy) -> int | None:
+def _take_over(run_dir: Path, info: ClaimInfo, held: HeldBy, timeout: float) -> int | None:
     """Only one successor wins: the O_EXCL marker is per stale claim; the claim moved aside is checked to be the
     one judged stale (not a fresh one made meanwhile) before ours is created."""
     target = run_dir / CLAIM
@@ -204,6 +204,9 @@ def _take_over(run_dir: Path, info: ClaimInfo, held: HeldBy) -> int | None:
         seen = target.stat()
     except FileNotFoundError:
         return _create(run_dir, info)
+    gone = held.info is not None and (held.info.worker == info.worker or _dead_here(held.info))
+    if not gone and time.time() - seen.st_mtime <= timeout:  # it beat (or was replaced) since we looked
+        return None
     key = held.info.token if held.info else f"ino{seen.st_ino}"
     marker, aside = run_dir / f".takeover-{key}", run_dir / f".claim-stale-{key}.json"
     try:
@@ -216,7 +219,6 @@ def _take_over(run_dir: Path, info: ClaimInfo, held: HeldBy) -> int | None:
         except FileNotFoundError:
             return None
         moved = aside.stat()
-        gone = held.info is not None and (held.info.worker == info.worker or _dead_here(held.info))
         if moved.st_ino != seen.st_ino or (moved.st_mtime != seen.st_mtime and not gone):
             try:  # not the claim we judged stale (its holder is alive): put it back
                 os.link(aside, target)
