@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench postgres clean
+.PHONY: install demo test bench postgres slurm clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ bench: $(STAMP)  ## throughput / loader / latency benchmark, writes results/perf
 postgres:  ## PostgreSQL server binaries for the shared-storage Optuna test (Debian)
 	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then echo "postgresql present"; \
 	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; fi
+
+slurm:  ## SLURM + munge binaries for the scale-out tests (Debian); the tests start a private one-node cluster
+	@if [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/munged ] && command -v sbatch >/dev/null; then echo "slurm present"; \
+	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache

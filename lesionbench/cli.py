@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 import sys
 import warnings
 from pathlib import Path
@@ -78,12 +79,29 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs, train nothing")] = False,
     logger: LoggerOpt = None,
     wandb_checkpoints: WandbCkpt = False,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes on this machine (one GPU each)")] = 1,
+    gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPUs for --workers, e.g. 0,1,2,3 (default: all)")] = None,
+    slurm: Annotated[bool, typer.Option("--slurm", help="Submit as one SLURM job array and return")] = False,
+    partition: Annotated[Optional[str], typer.Option("--partition", help="SLURM partition")] = None,
+    time_limit: Annotated[Optional[str], typer.Option("--time", help="SLURM time per task, e.g. 04:00:00")] = None,
+    gpus_per_task: Annotated[Optional[int], typer.Option("--gpus-per-task", min=0, help="SLURM GPUs per task")] = None,
+    cpus_per_task: Annotated[Optional[int], typer.Option("--cpus-per-task", min=1, help="SLURM CPUs per task")] = None,
+    mem: Annotated[Optional[str], typer.Option("--mem", help="SLURM memory per task, e.g. 32G")] = None,
+    parallelism: Annotated[Optional[int], typer.Option("--array-parallelism", min=1, help="SLURM tasks at once (%N)")] = None,
+    sbatch: Annotated[Optional[list[str]], typer.Option("--sbatch", help="Extra sbatch option, e.g. --sbatch=--qos=long")] = None,
+    worker: Annotated[Optional[str], typer.Option("--worker", hidden=True)] = None,
+    worker_index: Annotated[int, typer.Option("--worker-index", hidden=True)] = 0,
+    exit_when_idle: Annotated[bool, typer.Option("--exit-when-idle", hidden=True)] = False,
 ) -> None:
     """Train and test experiments or a whole suite; finished runs are skipped on re-run.
 
+    Any number of `run` processes may share one --out: each run is claimed before it trains.
     Example: lesionbench run --suite demo ; lesionbench run experiments/isic2018_fct_resnet50.yaml --synthetic --quick
+    Scale out: lesionbench run --suite matrix --workers 4 --gpus 0,1,2,3 ; lesionbench run --suite matrix --slurm
     """
-    from lesionbench.studies.suite import expand_experiment, expand_suite, load_suite, run_all, suite_dir_name
+    from lesionbench.studies.suite import (
+        cross_evaluate, expand_experiment, expand_suite, leaderboard_due, load_suite, run_all, suite_dir_name,
+    )
 
     _quiet()
     if not experiments and not suite:
@@ -108,25 +126,29 @@ def run(
         console.print(table)
         return
     _ensure_synthetic(runs)
+    if worker or slurm or workers > 1:
+        from lesionbench import cli_scale
+
+        args = cli_scale.run_args(experiments, suite, out, overrides, quick, synthetic)
+        if worker:
+            return cli_scale.run_worker(console, runs, suite_dir, name, worker, worker_index, exit_when_idle)
+        if slurm:
+            hint = f"--suite {suite} --out {out}" + (" --quick" if quick else "") + (" --synthetic" if synthetic else "")
+            return cli_scale.submit_slurm(console, args, runs, suite_dir, loaded.slurm if suite else None, hint,
+                                          partition=partition, time=time_limit, gpus_per_task=gpus_per_task,
+                                          cpus_per_task=cpus_per_task, mem=mem, parallelism=parallelism,
+                                          extra=sbatch or [])
+        return cli_scale.run_workers(console, args, workers, gpus, runs, suite_dir)
     from lesionbench.progress import RunProgress
 
+    since = time.time()
     with RunProgress(runs, str(suite_dir), console) as view:
         statuses = run_all(runs, suite_dir, name, view.update, progress=view.bars)
-    if suite and loaded.cross_eval:
-        _cross_evaluate([suite_dir / r.name for r in runs], loaded.cross_eval)
-    _write_leaderboard(suite_dir)
+        cross_evaluate(runs, suite_dir, view.update)  # runs finished earlier whose evaluations are missing
+    if leaderboard_due(statuses, suite_dir, since):  # whoever completes the suite writes it, once
+        _write_leaderboard(suite_dir)
     if view.finish(statuses, str(suite_dir / "leaderboard.md")):
         raise typer.Exit(EXIT_FAILED)
-
-
-def _cross_evaluate(run_dirs: list[Path], targets: dict[str, list[str]]) -> None:
-    """The suite's cross_eval: each finished run on the other datasets' test splits (skipped when done)."""
-    from lesionbench.studies.evaluate import evaluate_runs
-
-    def note(key: str, status: str) -> None:
-        console.print(f"evaluate {key}: {status}", markup=False, highlight=False, soft_wrap=True)
-
-    evaluate_runs(run_dirs, targets, notify=note)
 
 
 @app.command()
@@ -192,6 +214,28 @@ def leaderboard(
     path = _write_leaderboard(suite_dir)
     console.print(path.read_text() if path else "")
     console.print(f"written: {path}")
+
+
+@app.command()
+def status(
+    suite: Annotated[str, typer.Option("--suite", help="Suite name or file, as given to `run`")],
+    out: Out = Path("results"),
+    set_: SetOpt = None,
+    quick: Quick = False,
+    synthetic: Synth = False,
+) -> None:
+    """Finished / running (worker, host) / failed / waiting runs of a suite, read from its run folders alone.
+
+    Example: lesionbench status --suite demo ; lesionbench status --suite matrix --out /shared/results
+    """
+    from lesionbench.cli_scale import print_states
+    from lesionbench.studies.status import suite_status
+    from lesionbench.studies.suite import expand_suite, load_suite, suite_dir_name
+
+    loaded = load_suite(suite)
+    runs = expand_suite(loaded, list(set_ or []), quick, synthetic)
+    suite_dir = out / suite_dir_name(loaded.name, quick, synthetic)
+    print_states(console, suite_status(runs, suite_dir), str(suite_dir))
 
 
 @app.command()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from lesionbench.config import (
     ConfigError, DatasetName, ExperimentConfig, check_folder_name, format_validation_error, load_config, read_yaml,
 )
 from lesionbench.settings import settings
+from lesionbench.studies.slurm import SlurmOptions
 
 
 def experiments_dir() -> Path:
@@ -60,12 +63,14 @@ class SuiteConfig(BaseModel):
     @classmethod
     def _safe_name(cls, v: str) -> str:
         return check_folder_name(v)  # it names the results folder under --out
+    slurm: SlurmOptions | None = Field(None, description="sbatch options for `run --suite NAME --slurm`")
 
 
 @dataclass
 class PlannedRun:
     name: str
     config: ExperimentConfig
+    evaluate_on: tuple[str, ...] = ()  # the suite's cross_eval targets for this run's dataset
 
 
 def load_suite(name_or_path: str) -> SuiteConfig:
@@ -130,7 +135,8 @@ def expand_suite(suite: SuiteConfig, overrides: list[str] = (), quick: bool = Fa
     unique: dict[str, PlannedRun] = {}
     for run in runs:
         unique.setdefault(run.name, run)
-    return list(unique.values())
+    return [replace(r, evaluate_on=tuple(suite.cross_eval.get(r.config.dataset.name, ()))) or r
+            for r in unique.values()]
 
 
 def suite_dir_name(name: str, quick: bool, synthetic: bool) -> str:
@@ -140,35 +146,162 @@ def suite_dir_name(name: str, quick: bool, synthetic: bool) -> str:
 
 def run_all(runs: list[PlannedRun], out_dir: Path, suite: str,
             on_update: Callable[[str, str, dict[str, Any]], None] | None = None,
-            progress: bool = False) -> dict[str, str]:
-    """Run each planned run; skip finished ones, resume interrupted ones, record failures."""
-    from lesionbench.training.run import is_finished, record_failure, train
+            progress: bool = False, worker: str | None = None, wait: bool = True,
+            run_logs: bool = False, offset: int = 0) -> dict[str, str]:
+    """Run each planned run that this worker can claim; skip finished ones, resume interrupted ones, record failures.
+
+    Any number of workers may share ``out_dir``: a run held by a live worker is revisited later (``wait``) or
+    left to it; a stale claim is taken over. A run that failed since this worker started is not retried by it.
+    ``offset`` rotates the order so that workers started together begin on different runs.
+    """
+    from lesionbench.studies.claim import claim_timeout
+
+    notify = on_update or (lambda *a: None)
+    statuses: dict[str, str] = {}
+    started, poll = time.time(), min(5.0, claim_timeout() / 4)
+    pending = runs[offset % len(runs):] + runs[:offset % len(runs)] if runs else []
+    told: set[str] = set()
+    acquire, parent = _claimer(worker), os.getppid()
+    while pending and (os.environ.get("LOCAL_RANK", "0") == "0" or os.getppid() == parent):
+        held: list[PlannedRun] = []
+        for run in pending:
+            run_dir = out_dir / run.name
+            state = _settled(run, run_dir, started)
+            if state is None:
+                claim = acquire(run_dir)
+                if claim is None:
+                    held.append(run)
+                    if run.name not in told:
+                        told.add(run.name)
+                        notify(run.name, "held by another worker", {})
+                    continue
+                with claim:  # finished by another worker since the first look?
+                    state = _settled(run, run_dir, started) or _train_one(run, run_dir, suite, notify, progress, run_logs)
+            if state == "skipped":
+                notify(run.name, "skipped (finished)", {})
+            statuses.setdefault(run.name, state)
+        pending = held if wait else []
+        if pending:
+            time.sleep(poll)
+    for run in runs:  # left to other live workers (wait=False): settled by now?
+        statuses.setdefault(run.name, _settled(run, out_dir / run.name, started) or "held")
+    return statuses
+
+
+def _claimer(worker: str | None) -> Callable[[Path], Any]:
+    """How this process claims a run. A DDP rank that Lightning started (LOCAL_RANK > 0) re-runs this command: it
+    claims nothing and trains exactly the run its rank zero (its parent) holds, while that parent lives. The ranks of
+    a torchrun or multi-task srun launch claim nothing at all: that one job owns its results folder."""
+    from lesionbench.studies.claim import acquire, read_claim
+
+    if "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
+        return lambda run_dir: nullcontext()
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        return lambda run_dir: acquire(run_dir, worker)
+    parent = os.getppid()
+
+    def follow(run_dir: Path) -> Any:
+        held = read_claim(run_dir)
+        return nullcontext() if held and held.info and held.info.pid == parent else None
+
+    return follow
+
+
+def _settled(run: PlannedRun, run_dir: Path, since: float) -> str | None:
+    """"skipped" when finished, "failed" when it failed since ``since``, else None (to be trained)."""
+    from lesionbench.io import read_json
+    from lesionbench.training.run import is_finished
+
+    if is_finished(run_dir, run.config):
+        return "skipped"
+    try:
+        failed = read_json(run_dir / "run.json").get("status") == "failed"
+        return "failed" if failed and (run_dir / "run.json").stat().st_mtime >= since else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _train_one(run: PlannedRun, run_dir: Path, suite: str, notify: Callable, progress: bool, run_logs: bool) -> str:
+    from lesionbench.training.run import record_failure, train
+
+    notify(run.name, "running", {})
+    start = time.perf_counter()
+    try:
+        with _output_to(run_dir / "logs" / "worker.log" if run_logs else None):
+            if run_logs:
+                print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {run.name}: training on {os.uname().nodename} "
+                      f"(pid {os.getpid()})", flush=True)
+            result = train(run.config, run_dir, suite=suite, progress=progress)
+    except KeyboardInterrupt:
+        notify(run.name, "interrupted", {})
+        raise
+    except Exception as err:  # noqa: BLE001 - one failed run must not stop the suite
+        record_failure(run_dir, run.config, suite, err)
+        notify(run.name, "failed", {"error": str(err).splitlines()[0] if str(err) else type(err).__name__})
+        return "failed"
+    _visual_report(run_dir)
+    notify(run.name, "finished", {"dice": result.metrics.get("per_image", {}).get("dice"),
+                                  "seconds": time.perf_counter() - start})
+    cross_evaluate([run], run_dir.parent, notify)
+    return "finished"
+
+
+def cross_evaluate(runs: list[PlannedRun], out_dir: Path, notify: Callable | None = None) -> dict[str, str]:
+    """The suite's cross_eval: each finished run scored on its target datasets' test splits (leaked
+    images excluded; a present result is skipped). A failed evaluation is reported, never fatal."""
+    from lesionbench.studies.evaluate import evaluate_runs
 
     statuses: dict[str, str] = {}
-    notify = on_update or (lambda *a: None)
     for run in runs:
-        run_dir = out_dir / run.name
-        if is_finished(run_dir, run.config):
-            statuses[run.name] = "skipped"
-            notify(run.name, "skipped (finished)", {})
-            continue
-        notify(run.name, "running", {})
-        start = time.perf_counter()
-        try:
-            result = train(run.config, run_dir, suite=suite, progress=progress)
-        except KeyboardInterrupt:
-            notify(run.name, "interrupted", {})
-            raise
-        except Exception as err:  # noqa: BLE001 - one failed run must not stop the suite
-            record_failure(run_dir, run.config, suite, err)
-            statuses[run.name] = "failed"
-            notify(run.name, "failed", {"error": str(err).splitlines()[0] if str(err) else type(err).__name__})
-            continue
-        _visual_report(run_dir)
-        statuses[run.name] = "finished"
-        notify(run.name, "finished", {"dice": result.metrics.get("per_image", {}).get("dice"),
-                                      "seconds": time.perf_counter() - start})
+        if run.evaluate_on:
+            statuses.update(evaluate_runs([out_dir / run.name], {run.config.dataset.name: list(run.evaluate_on)},
+                                          notify=(lambda key, status: notify(run.name, f"evaluate {key}: {status}", {}))
+                                          if notify else None))
     return statuses
+
+
+@contextmanager
+def _output_to(path: Path | None) -> Iterator[None]:
+    """A worker's stdout/stderr (Lightning's, the data loaders') go into the run folder while it trains."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(path, "a") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def leaderboard_due(statuses: dict[str, str], suite_dir: Path, since: float) -> bool:
+    """Whoever completes a suite writes its leaderboard, once: when no run is left to anyone, the worker that
+    finished the newest result writes it; a worker that finished none writes it only when the board is missing or
+    older than results made before it started (a re-run of a finished suite)."""
+    if not statuses or any(s not in ("finished", "skipped", "failed") for s in statuses.values()):
+        return False
+    made = {}
+    for name, state in statuses.items():
+        path = suite_dir / name / "metrics.json"
+        if state in ("finished", "skipped") and path.is_file():  # a DDP rank > 0 writes none
+            made[name] = path.stat().st_mtime
+    if not made:
+        return False
+    newest = max(made, key=made.get)
+    if statuses[newest] == "finished" or "finished" in statuses.values():
+        return statuses[newest] == "finished"
+    board = suite_dir / "leaderboard.md"
+    return made[newest] < since and (not board.is_file() or board.stat().st_mtime < made[newest])
 
 
 def _visual_report(run_dir: Path) -> None:

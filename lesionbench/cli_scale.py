@@ -1,0 +1,134 @@
+"""Scale-out printing for the `lesionbench` command: local workers, SLURM submission, `status`.
+
+Kept apart from cli.py (which parses) so the command file stays thin; all work happens in studies/.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from lesionbench.errors import LesionBenchError
+from lesionbench.studies.slurm import SlurmOptions
+from lesionbench.studies.status import RunState, summary
+from lesionbench.studies.suite import PlannedRun, leaderboard_due, run_all
+
+
+def run_args(experiments: list[Path] | None, suite: str | None, out: Path, overrides: list[str], quick: bool,
+             synthetic: bool) -> list[str]:
+    """`run` arguments a worker repeats, with absolute paths (SLURM tasks start in the same folder anyway)."""
+    args = [str(Path(e).resolve()) for e in experiments or []]
+    if suite:
+        args += ["--suite", str(Path(suite).resolve()) if Path(suite).suffix else suite]
+    args += ["--out", str(out.resolve())]
+    for item in overrides:
+        args += ["--set", item]
+    return args + (["--quick"] if quick else []) + (["--synthetic"] if synthetic else [])
+
+
+def state_table(states: list[RunState], title: str) -> Table:
+    table = Table(title=title, caption=summary(states))
+    for col in ("run", "state", "worker", "host", "detail"):
+        table.add_column(col, overflow="fold")
+    colours = {"finished": "green", "running": "cyan", "stale": "yellow", "failed": "red", "waiting": "dim"}
+    for s in states:
+        table.add_row(s.run, f"[{colours[s.state]}]{s.state}[/]", s.worker, s.host, s.detail)
+    return table
+
+
+def print_states(console: Console, states: list[RunState], title: str) -> None:
+    """A table on a terminal; one tab-separated line per run otherwise (for scripts and logs)."""
+    if console.is_terminal:
+        console.print(state_table(states, title))
+        return
+    for s in states:  # Rich would expand the tabs
+        print("\t".join([s.run, s.state, s.worker, s.host, s.detail]), file=console.file)
+    print(f"{title}: {summary(states)}", file=console.file, flush=True)
+
+
+def run_workers(console: Console, args: list[str], n: int, gpus: str | None, runs: list[PlannedRun],
+                suite_dir: Path) -> None:
+    """`run --workers N`: one combined view fed by the run folders; the exit code says whether all succeeded."""
+    from lesionbench.studies.workers import launch
+
+    devices = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
+    title = f"LesionBench · {suite_dir} · {n} workers"
+    seen: dict[str, str] = {}
+    live = Live(console=console, refresh_per_second=2) if console.is_terminal else None
+
+    def on_poll(states: list[RunState]) -> None:
+        if live is not None:
+            live.update(state_table(states, title))
+            return
+        for s in states:  # plain lines: each change once
+            if seen.get(s.run) != s.state:
+                seen[s.run] = s.state
+                console.print(f"{s.run}: {s.state} {s.worker} {s.detail}".rstrip(), markup=False, highlight=False)
+
+    if live is not None:
+        live.start()
+    try:
+        code = launch(args, n, devices, runs, suite_dir, on_poll)
+    finally:
+        if live is not None:
+            live.stop()
+    console.print(f"worker logs: {suite_dir / 'workers'}; per-run logs: <run>/logs/worker.log; "
+                  f"leaderboard: {suite_dir / 'leaderboard.md'}", markup=False, highlight=False)
+    if code:
+        raise typer.Exit(1)
+
+
+def run_worker(console: Console, runs: list[PlannedRun], suite_dir: Path, suite: str, worker: str, index: int,
+               exit_when_idle: bool) -> None:
+    """One worker (started by --workers or a SLURM array task): plain lines, logs in each run folder."""
+    signal.signal(signal.SIGTERM, _interrupt)  # scancel / requeue: release the claim, keep last.ckpt
+    import torch
+
+    if os.environ.get("LESIONBENCH_THREADS"):
+        torch.set_num_threads(int(os.environ["LESIONBENCH_THREADS"]))
+    print(f"[{worker}] started: {torch.get_num_threads()} CPU threads, "
+          f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(all)')}", flush=True)
+
+    def update(name: str, status: str, extra: dict) -> None:
+        detail = extra.get("error") or (f"dice {extra['dice']:.4f}" if extra.get("dice") is not None else "")
+        print(f"[{worker}] {name}: {status} {detail}".rstrip(), flush=True)
+
+    started = time.time()
+    statuses = run_all(runs, suite_dir, suite, update, progress=False, worker=worker, wait=not exit_when_idle,
+                       run_logs=True, offset=index)
+    if leaderboard_due(statuses, suite_dir, started):
+        from lesionbench.reporting.leaderboard import write_leaderboard
+
+        print(f"[{worker}] suite complete: leaderboard {write_leaderboard(suite_dir)}", flush=True)
+    if "failed" in statuses.values():
+        raise typer.Exit(1)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def submit_slurm(console: Console, args: list[str], runs: list[PlannedRun], suite_dir: Path,
+                 base: SlurmOptions | None, status_hint: str, **flags) -> None:
+    """`run --slurm`: one job array, then return with the job id and how to watch it."""
+    from lesionbench.studies.slurm import merge, render_script, submit
+
+    if not runs:
+        raise LesionBenchError("--slurm: the suite has no runs to submit")
+    opts = merge(base, **flags)
+    script = render_script(opts, [sys.executable, "-m", "lesionbench.cli", "run", *args], len(runs), suite_dir,
+                           Path.cwd())
+    job, path = submit(script, suite_dir)
+    tasks = opts.tasks or min(len(runs), opts.parallelism or len(runs))
+    console.print(f"submitted job array {job} ({tasks} tasks for {len(runs)} runs): {path}",
+                  markup=False, highlight=False)
+    console.print(f"watch: squeue -j {job}   |   lesionbench status {status_hint}   |   "
+                  f"logs: {suite_dir / 'slurm'}/{job}_<task>.out", markup=False, highlight=False, soft_wrap=True)

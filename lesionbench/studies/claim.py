@@ -1,0 +1,247 @@
+"""The run claim: one worker trains a run at a time, on one machine or many sharing the results folder.
+
+``claim.json`` in the run folder is the lock. It appears atomically with its full content (written to a
+unique temporary file, then hard-linked to the name: the link fails if the name exists, on local disks and
+on NFS alike, the classic NFS-safe lock; O_CREAT|O_EXCL is also atomic on NFSv3+ and is the fallback where
+hard links are refused). Its *mtime* is the heartbeat: the holder touches its own open file (``os.utime`` on
+the descriptor), so a heartbeat can never land on a successor's claim. A claim not touched for
+``timeout`` seconds is stale; exactly one successor takes it over (an O_EXCL marker named after the stale
+claim, then a rename aside that is checked before the new claim is made). Clocks must agree across hosts
+(NTP; munge, SLURM's authentication, needs that too). ``claims.log`` keeps the history of every claim.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+CLAIM, HISTORY = "claim.json", "claims.log"
+DEFAULT_TIMEOUT = 600.0
+
+
+def claim_timeout() -> float:
+    """Seconds without a heartbeat after which a claim is stale ($LESIONBENCH_CLAIM_TIMEOUT, default 10 min)."""
+    raw = os.environ.get("LESIONBENCH_CLAIM_TIMEOUT")
+    try:
+        value = float(raw) if raw else DEFAULT_TIMEOUT
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        from lesionbench.errors import LesionBenchError
+
+        raise LesionBenchError(f"LESIONBENCH_CLAIM_TIMEOUT={raw!r}: expected a positive number of seconds, e.g. 600")
+    return value
+
+
+class ClaimInfo(BaseModel):
+    """Who holds a run: enough to find the process, and the time it started."""
+
+    worker: str
+    host: str
+    pid: int
+    token: str
+    started: str
+    pidns: int = 0  # the pid namespace, so a pid is only judged on the same host and namespace
+
+
+def _pidns() -> int:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:  # not Linux
+        return 0
+
+
+def _dead_here(info: ClaimInfo | None) -> bool:
+    """The holder ran on this host, in this pid namespace, and its process is gone (e.g. SIGKILLed): no need to
+    wait for the heartbeat timeout."""
+    if info is None or info.host != socket.gethostname() or not info.pidns or info.pidns != _pidns():
+        return False
+    try:
+        os.kill(info.pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
+
+
+class HeldBy(BaseModel):
+    """What another worker's claim says, and how fresh its heartbeat is."""
+
+    info: ClaimInfo | None
+    age: float
+    stale: bool
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def read_claim(run_dir: Path, timeout: float | None = None) -> HeldBy | None:
+    """The current claim of a run folder, or None when nobody holds it."""
+    path = Path(run_dir) / CLAIM
+    try:
+        age = time.time() - path.stat().st_mtime
+        info = ClaimInfo.model_validate_json(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValidationError):  # an O_EXCL fallback claim being written: judge by its age only
+        info = None
+    return HeldBy(info=info, age=age, stale=age > (timeout or claim_timeout()))
+
+
+class Claim:
+    """A held claim: a heartbeat thread keeps it fresh until release()."""
+
+    def __init__(self, run_dir: Path, info: ClaimInfo, fd: int, timeout: float) -> None:
+        self.run_dir, self.info, self._fd = run_dir, info, fd
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(max(timeout / 4, 0.2),), daemon=True,
+                                        name=f"claim-heartbeat-{run_dir.name}")
+        self._thread.start()
+
+    def _beat(self, every: float) -> None:
+        while not self._stop.wait(every):
+            now = time.time()
+            try:
+                os.utime(self._fd, (now, now))  # our own inode, wherever a successor moved it
+                self.lost = os.stat(self.run_dir / CLAIM).st_ino != os.fstat(self._fd).st_ino
+            except OSError:
+                self.lost = True
+            if self.lost:
+                log_event(self.run_dir, "lost", self.info)
+                return
+
+    def release(self, outcome: str) -> None:
+        """Stop the heartbeat and remove the claim if it is still ours."""
+        self._stop.set()
+        self._thread.join()
+        try:
+            if os.stat(self.run_dir / CLAIM).st_ino == os.fstat(self._fd).st_ino:
+                os.unlink(self.run_dir / CLAIM)
+        except OSError:
+            pass
+        os.close(self._fd)
+        log_event(self.run_dir, f"release {outcome}", self.info)
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, kind, err, tb) -> None:
+        self.release("finished" if kind is None else f"{kind.__name__}")
+
+
+def acquire(run_dir: Path, worker: str | None = None, timeout: float | None = None) -> Claim | None:
+    """Claim a run folder, taking over a stale claim, a claim whose process died on this host, or our own (left by
+    an earlier incarnation of this worker, e.g. a requeued SLURM array task); None when a live worker holds it."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    timeout = timeout or claim_timeout()
+    info = ClaimInfo(worker=worker or default_worker_id(), host=socket.gethostname(), pid=os.getpid(),
+                     token=uuid.uuid4().hex, started=_now(), pidns=_pidns())
+    fd, event, extra = _create(run_dir, info), "claim", {}
+    if fd is None:
+        held = read_claim(run_dir, timeout)
+        if held is None:  # released meanwhile: try once more
+            fd = _create(run_dir, info)
+        elif held.stale or _dead_here(held.info) or (held.info is not None and held.info.worker == info.worker):
+            fd, event = _take_over(run_dir, info, held, timeout), "takeover"
+            reason = "stale heartbeat" if held.stale else "same worker" if held.info.worker == info.worker \
+                else "process gone"
+            extra = {"previous": held.info.model_dump() if held.info else None, "heartbeat_age_s": round(held.age, 1),
+                     "reason": reason}
+    if fd is None:
+        return None
+    log_event(run_dir, event, info, **extra)
+    return Claim(run_dir, info, fd, timeout)
+
+
+def _create(run_dir: Path, info: ClaimInfo) -> int | None:
+    """Make claim.json appear whole, or fail because it exists. Returns the open descriptor of our claim."""
+    target, tmp = run_dir / CLAIM, run_dir / f".claim-{info.token}.tmp"
+    data = info.model_dump_json().encode()
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    os.write(fd, data)
+    os.fsync(fd)
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        os.close(fd)
+        return None
+    except OSError as err:  # a filesystem without hard links: O_EXCL create, atomic on NFSv3+
+        if err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+        os.close(fd)
+        try:
+            fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            return None
+        os.write(fd, data)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return fd
+
+
+def _take_over(run_dir: Path, info: ClaimInfo, held: HeldBy, timeout: float) -> int | None:
+    """Only one successor wins: the O_EXCL marker is per stale claim; the claim moved aside is checked to be the
+    one judged stale (not a fresh one made meanwhile) before ours is created."""
+    target = run_dir / CLAIM
+    try:
+        seen = target.stat()
+    except FileNotFoundError:
+        return _create(run_dir, info)
+    gone = held.info is not None and (held.info.worker == info.worker or _dead_here(held.info))
+    if not gone and time.time() - seen.st_mtime <= timeout:  # it beat (or was replaced) since we looked
+        return None
+    key = held.info.token if held.info else f"ino{seen.st_ino}"
+    marker, aside = run_dir / f".takeover-{key}", run_dir / f".claim-stale-{key}.json"
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    except FileExistsError:
+        return None
+    try:
+        try:
+            os.rename(target, aside)
+        except FileNotFoundError:
+            return None
+        moved = aside.stat()
+        if moved.st_ino != seen.st_ino or (moved.st_mtime != seen.st_mtime and not gone):
+            try:  # not the claim we judged stale (its holder is alive): put it back
+                os.link(aside, target)
+            except FileExistsError:
+                pass
+            return None
+        return _create(run_dir, info)
+    finally:
+        aside.unlink(missing_ok=True)
+        marker.unlink(missing_ok=True)
+
+
+def log_event(run_dir: Path, event: str, info: ClaimInfo, **extra) -> None:
+    """One JSON line per claim event, appended in one write (the history a test or a person can audit)."""
+    line = json.dumps({"time": _now(), "event": event, "worker": info.worker, "host": info.host,
+                       "pid": info.pid, **extra}) + "\n"
+    fd = os.open(Path(run_dir) / HISTORY, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def history(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / HISTORY
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
