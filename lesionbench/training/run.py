@@ -61,7 +61,12 @@ def train(
     """Fit every phase, restore the best weights, test them, write the run folder (see _train).
 
     The run's loggers are shared by its phases and dropped when it ends, finished or not.
+    With ``engine: nnunet`` nnU-Net v2 trains instead (lesionbench/engines/nnunet.py), same run folder.
     """
+    if cfg.engine == "nnunet":
+        from lesionbench.engines.nnunet import train_nnunet
+
+        return train_nnunet(cfg, Path(run_dir), suite)
     try:
         return _train(cfg, Path(run_dir), suite, callbacks, progress)
     finally:
