@@ -96,8 +96,8 @@ class Layout:
     def env(self, extra: dict[str, str], workers: int | None) -> dict[str, str]:
         env = {**os.environ, **extra, "nnUNet_raw": str(self.raw.parent),
                "nnUNet_preprocessed": str(self.preprocessed.parent), "nnUNet_results": str(self.model.parents[1])}
-        if workers is not None:
-            env["nnUNet_n_proc_DA"] = str(workers)
+        if workers is not None:  # augmentation processes (0: in-process), and its other pools (at least 1)
+            env.update(nnUNet_n_proc_DA=str(workers), nnUNet_def_n_proc=str(max(1, workers)))
         return env
 
 
@@ -154,6 +154,7 @@ def train_nnunet(cfg: ExperimentConfig, run_dir: Path, suite: str = "adhoc") -> 
     _write_start(run_dir, cfg, info)
 
     env, log = where.env(device_env, opts.workers), where.home / "nnunet.log"
+    plan_env = where.env(device_env, None if opts.workers is None else max(1, opts.workers))  # its planner needs >= 1
     procs = opts.workers if opts.workers is not None else min(8, os.cpu_count() or 1)
     base = {"dataset_id": DATASET_ID, "configuration": opts.configuration, "plans": opts.plans,
             "seed": cfg.trainer.seed, "device": device, "processes": procs}
@@ -161,7 +162,7 @@ def train_nnunet(cfg: ExperimentConfig, run_dir: Path, suite: str = "adhoc") -> 
     export_raw(dm.parts, where.raw, cfg.dataset.image_size, threshold, where.name)
     if not (where.preprocessed / "lesionbench.done").is_file():
         shutil.rmtree(where.preprocessed, ignore_errors=True)
-        run_step("plan", {**base, "processes": max(1, procs)}, env, log)
+        run_step("plan", {**base, "processes": max(1, procs)}, plan_env, log)
         write_splits(where.preprocessed, dm.train_ids, dm.val_ids)
         atomic_write_text(where.preprocessed / "lesionbench.done", "")
     fold = where.model / "fold_0"

@@ -66,6 +66,7 @@ def predict(args: dict[str, Any]) -> None:
     from lesionbench.training.profile import measure_cost
 
     device = torch.device(args["device"])
+    Path(args["output"]).mkdir(parents=True, exist_ok=True)
     predictor = nnUNetPredictor(device=device, allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(args["model_folder"], use_folds=(0,))
     if args["processes"] > 0:
