@@ -70,6 +70,9 @@ REFERENCES: dict[str, list[tuple[str, str, float | None, str, str]]] = {
     ],
 }
 NOT_COMPARABLE = {"synthetic": "generated replica data: published scores are not comparable"}
+#: Rows a suite cannot have on a dataset, said under its table rather than silently missing.
+UNSUPPORTED = {"isic2018-task2": "nnU-Net (engine: nnunet) is not run on the five overlapping attribute masks: "
+                                 "the engine trains binary datasets only (nnU-Net's region-based training is not wired in)"}
 
 
 @dataclass
@@ -221,6 +224,8 @@ def _dataset_section(dataset: str, runs: list[RunRecord], suite: Path, notes: li
     out = [f"## Dataset `{dataset}`", ""]
     if dataset in NOT_COMPARABLE:
         out += [f"> **Note:** `{dataset}` is {NOT_COMPARABLE[dataset]}.", ""]
+    if dataset in UNSUPPORTED:
+        out += [f"> **Unsupported:** {UNSUPPORTED[dataset]}.", ""]
     out += table([_row(i, e) for i, e in enumerate(entries, 1)], header)
     out += ["", f"Ranked by mean Dice. Metrics: mean ± std over seeds (sample std, ddof=1; 0 for one seed). "
             f"Dice 95% CI: {CI_METHOD} bootstrap (scipy.stats.bootstrap, {N_RESAMPLES} resamples, seed {CI_SEED}) "
