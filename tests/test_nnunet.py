@@ -44,18 +44,19 @@ def test_config_engine_is_validated_and_old_hashes_stay() -> None:
     assert ExperimentConfig().config_hash() == "033e5e37e65c5772"
 
 
-def test_missing_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lesionbench.engines import nnunet
+def test_missing_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from lesionbench.engines import nnunet_setup
+    from lesionbench.training.run import train
 
-    monkeypatch.setattr(nnunet.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(nnunet_setup.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(LesionBenchError, match=r"pip install 'lesionbench\[nnunet\]'") as err:
-        nnunet.require_nnunet()
-    assert "\n" not in str(err.value)
+        train(parse_config({"engine": "nnunet"}), tmp_path / "run")
+    assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
 
 
 @needs_nnunet
 def test_trainer_variant_closest_to_the_budget() -> None:
-    from lesionbench.engines.nnunet import pick_trainer
+    from lesionbench.engines.nnunet_setup import pick_trainer
 
     assert pick_trainer("auto", 1) == "nnUNetTrainer_1epoch"
     assert pick_trainer("auto", 40) == "nnUNetTrainer_50epochs"
@@ -139,7 +140,7 @@ def test_test_metrics_recomputed_from_predicted_masks(nnunet_run: TinyRun) -> No
 def test_export_holds_exactly_the_split(nnunet_run: TinyRun) -> None:
     from lesionbench.engines.nnunet_data import exported_ids
 
-    run_dir, cfg = nnunet_run.run_dir, nnunet_run.cfg
+    run_dir = nnunet_run.run_dir
     dm = _datamodule(nnunet_run)
     nn = json.loads((run_dir / "run.json").read_text())["nnunet"]
     got = exported_ids(Path(nn["raw"]))

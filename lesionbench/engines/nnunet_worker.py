@@ -29,7 +29,9 @@ PLANNERS = {
 def plan(args: dict[str, Any]) -> None:
     """Fingerprint (with nnU-Net's integrity check), plan and preprocess the 2d configuration."""
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
-        extract_fingerprints, plan_experiments, preprocess,
+        extract_fingerprints,
+        plan_experiments,
+        preprocess,
     )
 
     ids, procs = [args["dataset_id"]], args["processes"]
