@@ -187,3 +187,18 @@ def test_suites_gain_an_nnunet_row_per_binary_dataset() -> None:
     baseline = next(r.config for r in expand_suite(load_suite("baselines")) if r.config.engine == "nnunet")
     fair = next(r.config for r in expand_suite(load_suite("matrix")) if r.config.engine == "nnunet")
     assert baseline.trainer.epochs == 1000 and fair.trainer.epochs == 40  # nnU-Net's own recipe / the matrix budget
+
+
+def test_task2_leaderboard_states_nnunet_unsupported(tmp_path: Path) -> None:
+    from lesionbench.reporting.leaderboard import write_leaderboard
+
+    for dataset in ("isic2018-task2", "isic2018"):
+        run = tmp_path / "suite" / f"{dataset}_unet__s0"
+        run.mkdir(parents=True)
+        (run / "run.json").write_text(json.dumps({"status": "finished", "seed": 0}))
+        (run / "metrics.json").write_text(json.dumps({"experiment": f"{dataset}_unet", "dataset": dataset,
+                                                      "per_image": {"dice": 0.5}}))
+    board = write_leaderboard(tmp_path / "suite", make_plots=False).read_text()
+    sections = {s.split("`")[0]: s for s in board.split("## Dataset `")[1:]}
+    assert "**Unsupported:** nnU-Net (engine: nnunet)" in sections["isic2018-task2"]
+    assert "Unsupported" not in sections["isic2018"]
