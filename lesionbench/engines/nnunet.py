@@ -24,7 +24,7 @@ from lesionbench.data.datamodule import SegmentationDataModule
 from lesionbench.engines.nnunet_data import export_raw, score, write_splits
 from lesionbench.engines.nnunet_setup import (
     DATASET_ID,
-    Layout,
+    NnUNetFolders,
     pick_device,
     pick_trainer,
     require_nnunet,
@@ -84,7 +84,7 @@ def train_nnunet(cfg: ExperimentConfig, run_dir: Path, suite: str = "adhoc") -> 
     dm = SegmentationDataModule(cfg.dataset.model_copy(update={"cache": False}), cfg.trainer.batch_size,
                                 cfg.trainer.seed, cfg.num_classes)
     dm.setup()
-    where = Layout(run_dir, cfg, trainer)
+    where = NnUNetFolders(run_dir, cfg, trainer)
     state = _fresh_state(where, cfg)
     info = {"status": "running", "run": run_dir.name, "suite": suite, "experiment": cfg.name,
             "config_hash": cfg.config_hash(), "seed": cfg.trainer.seed, "started": _now(),
@@ -117,7 +117,7 @@ def train_nnunet(cfg: ExperimentConfig, run_dir: Path, suite: str = "adhoc") -> 
         atomic_write_text(where.predictions / "lesionbench.done", "")
 
     metrics, rows = score(dm.parts["test"], where.predictions, threshold, cfg.dataset.name, dm.class_names,
-                          run_dir / "predictions")
+                          where.masks)
     val = read_json(fold / "validation" / "summary.json").get("foreground_mean", {}).get("Dice")
     checkpoint = str((fold / "checkpoint_final.pth").relative_to(run_dir))
     nnunet = {"version": version, "trainer": trainer, "epochs": _epochs(trainer), "plans": opts.plans,
@@ -143,7 +143,7 @@ def _epochs(trainer: str) -> int | None:
     return None if m is None else int(m.group(1) or 1000)
 
 
-def _fresh_state(where: Layout, cfg: ExperimentConfig) -> dict[str, Any]:
+def _fresh_state(where: NnUNetFolders, cfg: ExperimentConfig) -> dict[str, Any]:
     """Work made for another config (or by a crashed older layout) is removed, never mixed in."""
     path = where.home / "state.json"
     try:
@@ -151,7 +151,7 @@ def _fresh_state(where: Layout, cfg: ExperimentConfig) -> dict[str, Any]:
     except (OSError, ValueError):
         state = {}
     if state.get("config_hash") != cfg.config_hash():
-        for folder in {where.home, where.data}:
+        for folder in {where.home, where.data, where.masks}:
             shutil.rmtree(folder, ignore_errors=True)
         state = {"config_hash": cfg.config_hash(), "train_time_s": 0.0}
         atomic_write_json(path, state)

@@ -62,7 +62,7 @@ def pick_device(tr: TrainerConfig) -> tuple[str, dict[str, str]]:
     return kind, {"CUDA_VISIBLE_DEVICES": str(devices[0])} if kind == "cuda" and isinstance(devices, list) else {}
 
 
-class Layout:
+class NnUNetFolders:
     """Where this run's nnU-Net folders live: data in $LESIONBENCH_WORKDIR (else the run folder),
     the trained model always in the run folder."""
 
@@ -75,7 +75,8 @@ class Layout:
         self.raw = self.data / "raw" / self.name
         self.preprocessed = self.data / "preprocessed" / self.name
         self.model = self.home / "results" / self.name / f"{trainer}__{cfg.nnunet.plans}__{cfg.nnunet.configuration}"
-        self.predictions = self.home / "predictions"
+        self.predictions = self.home / "predictions"  # nnU-Net's own output (probabilities)
+        self.masks = run_dir / "predictions"  # ours: binary masks at each ground truth's size
 
     def env(self, extra: dict[str, str], workers: int | None) -> dict[str, str]:
         env = {**os.environ, **extra, "nnUNet_raw": str(self.raw.parent),
