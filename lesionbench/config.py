@@ -176,6 +176,22 @@ class TuneConfig(_Strict):
     params: list[SearchParam] = Field(default_factory=list)
 
 
+NnUNetPlans = Literal["nnUNetPlans", "nnUNetResEncUNetMPlans", "nnUNetResEncUNetLPlans", "nnUNetResEncUNetXLPlans"]
+
+
+class NnUNetConfig(_Strict):
+    """nnU-Net v2 as the run's engine (engine: nnunet): its own planning, trainer and inference."""
+
+    configuration: Literal["2d"] = "2d"
+    plans: NnUNetPlans = Field("nnUNetPlans", description="Plans (and so planner): default or a ResEnc preset")
+    trainer: str = Field("auto", description="auto: nnU-Net's fixed-length trainer closest to trainer.epochs; "
+                                             "or a trainer class name, e.g. nnUNetTrainer_100epochs")
+    iterations_per_epoch: int | None = Field(None, ge=1, description="Override nnU-Net's 250 (tests, smoke runs)")
+    val_iterations: int | None = Field(None, ge=1, description="Override nnU-Net's 50 validation batches per epoch")
+    workers: int | None = Field(None, ge=0, description="Augmentation/preprocessing processes; 0 = in-process; "
+                                                        "default: nnU-Net's own choice")
+
+
 class ExperimentConfig(_Strict):
     name: str = "experiment"
     description: str = ""
@@ -190,6 +206,8 @@ class ExperimentConfig(_Strict):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     published: list[PublishedScore] = Field(default_factory=list)
     tune: TuneConfig | None = None
+    engine: Literal["lightning", "nnunet"] = Field("lightning", description="Who trains: our Lightning loop or nnU-Net v2")
+    nnunet: NnUNetConfig | None = Field(None, description="Options of engine: nnunet")
 
     @field_validator("name")
     @classmethod
@@ -201,6 +219,14 @@ class ExperimentConfig(_Strict):
         w = self.loss.deep_supervision_weights
         if w is not None and (not w or any(x < 0 for x in w)):
             raise ValueError("loss.deep_supervision_weights must be non-negative and non-empty")
+        if self.engine == "nnunet":
+            if self.num_classes != 1:
+                raise ValueError(f"engine: nnunet supports binary datasets only; {self.dataset.name} has "
+                                 f"{self.num_classes} overlapping masks (use engine: lightning)")
+            if self.nnunet is None:
+                self.nnunet = NnUNetConfig()
+        elif self.nnunet is not None:
+            raise ValueError("nnunet: options given but engine is lightning (set engine: nnunet or drop them)")
         return self
 
     @property
@@ -234,6 +260,8 @@ class ExperimentConfig(_Strict):
                 exclude.setdefault(section, set()).add(key)
             else:
                 exclude[section] = True
+        if self.engine == "lightning":  # hashes from before engines existed stay valid
+            exclude |= {"engine": True, "nnunet": True}
         payload = json.dumps(self.model_dump(mode="json", exclude=exclude), sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

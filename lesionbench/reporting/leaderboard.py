@@ -40,6 +40,9 @@ from lesionbench.studies.suite import experiments_dir
 __all__ = ["RunRecord", "collect_runs", "write_leaderboard", "write_trials_table"]
 
 log = logging.getLogger(__name__)
+#: Rows a suite cannot have on a dataset, said under its table rather than silently missing.
+UNSUPPORTED = {"isic2018-task2": "nnU-Net (engine: nnunet) is not run on the five overlapping attribute masks: "
+                                 "the engine trains binary datasets only (nnU-Net's region-based training is not wired in)"}
 EXTRA = METRICS[2:]  # thresholded Jaccard, precision, recall: the second table
 
 
@@ -167,6 +170,8 @@ def _dataset_section(dataset: str, runs: list[RunRecord], suite: Path, notes: li
     out = [f"## Dataset `{dataset}`", ""]
     if dataset in NOT_COMPARABLE:
         out += [f"> **Note:** `{dataset}` is {NOT_COMPARABLE[dataset]}.", ""]
+    if dataset in UNSUPPORTED:
+        out += [f"> **Unsupported:** {UNSUPPORTED[dataset]}.", ""]
     if dataset not in LAYOUTS:
         notes.append(f"{dataset}: not a dataset this version knows; ranked by mean Dice")
     out += table([_row(i, e, published) for i, e in enumerate(entries, 1)], header)

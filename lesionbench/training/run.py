@@ -76,8 +76,13 @@ def train(
     """Fit every phase, restore the best weights, test them, write the run folder (see _train).
 
     The run owns its loggers: made once, shared by its phases, closed when it ends, finished or
-    not. A full disk ends in one line naming the folder and the space needed.
+    not. A full disk ends in one line naming the folder and the space needed. With ``engine: nnunet``
+    nnU-Net v2 trains instead (lesionbench/engines/nnunet.py), into the same run folder.
     """
+    if cfg.engine == "nnunet":
+        from lesionbench.engines.nnunet import train_nnunet
+
+        return train_nnunet(cfg, Path(run_dir), suite)
     run_dir, sizes = Path(run_dir), {}
     if _is_rank_zero():
         set_aside_if_stale(run_dir, cfg)  # before anything (a logger) writes into the folder
