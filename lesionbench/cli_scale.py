@@ -5,7 +5,6 @@ Kept apart from cli.py (which parses) so the command file stays thin; all work h
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
@@ -92,10 +91,13 @@ def run_worker(console: Console, runs: list[PlannedRun], suite_dir: Path, suite:
     signal.signal(signal.SIGTERM, _interrupt)  # scancel / requeue: release the claim, keep last.ckpt
     import torch
 
-    if os.environ.get("LESIONBENCH_THREADS"):
-        torch.set_num_threads(int(os.environ["LESIONBENCH_THREADS"]))
+    from lesionbench.settings import settings
+
+    env = settings()
+    if env.threads:
+        torch.set_num_threads(env.threads)
     print(f"[{worker}] started: {torch.get_num_threads()} CPU threads, "
-          f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(all)')}", flush=True)
+          f"CUDA_VISIBLE_DEVICES={env.cuda_visible_devices or '(all)'}", flush=True)
 
     def update(name: str, status: str, extra: dict) -> None:
         detail = extra.get("error") or (f"dice {extra['dice']:.4f}" if extra.get("dice") is not None else "")

@@ -294,7 +294,7 @@ HASH_EXCLUDED: dict[str, str] = {
 # ----------------------------------------------------------------------------- loading
 
 #: What ``--quick`` shrinks a validated config to: a smoke run in seconds.
-QUICK = {"image_size": 64, "subset": 16, "epochs": 1, "batch_size": 4}
+QUICK = {"image_size": 64, "subset": 16, "epochs": 1, "batch_size": 4, "nnunet_iterations": 10}
 
 
 def _parse_value(text: str) -> Any:
@@ -346,6 +346,10 @@ def shrink(data: dict[str, Any]) -> dict[str, Any]:
         phase["epochs"] = QUICK["epochs"]
         if phase.get("early_stopping"):
             phase["early_stopping"]["patience"] = 1
+    if data.get("engine") == "nnunet":  # nnU-Net's epoch is 250 batches whatever the data: a few suffice
+        nn = data.setdefault("nnunet", {}) or {}
+        data["nnunet"] = {**nn, "iterations_per_epoch": QUICK["nnunet_iterations"],
+                          "val_iterations": QUICK["nnunet_iterations"]}
     return data
 
 

@@ -27,6 +27,11 @@ ENV_NAMES = {
     "netrc": "NETRC",
     "local_rank": "LOCAL_RANK",
     "node_rank": "NODE_RANK",
+    "threads": "LESIONBENCH_THREADS",
+    "claim_timeout": "LESIONBENCH_CLAIM_TIMEOUT",
+    "torchelastic_run_id": "TORCHELASTIC_RUN_ID",
+    "slurm_ntasks": "SLURM_NTASKS",
+    "cuda_visible_devices": "CUDA_VISIBLE_DEVICES",
 }
 
 
@@ -46,6 +51,11 @@ class Settings(BaseModel):
     netrc: Path = Field(default_factory=lambda: Path.home() / ".netrc")
     local_rank: int = 0
     node_rank: int = 0
+    threads: int | None = Field(None, ge=1, description="CPU threads of one worker (set by --workers)")
+    claim_timeout: float = Field(600.0, gt=0, description="Seconds without a heartbeat before a run's claim is stale")
+    torchelastic_run_id: str | None = Field(None, description="Set by torchrun: its ranks share one results folder")
+    slurm_ntasks: int = Field(1, ge=1, description="Tasks of a SLURM step (srun -n N: one DDP job, no claims)")
+    cuda_visible_devices: str | None = None
 
     @property
     def is_rank_zero(self) -> bool:
@@ -73,3 +83,8 @@ def settings() -> Settings:
         first = err.errors()[0]
         env = ENV_NAMES.get(str(first["loc"][0]), str(first["loc"][0]))
         raise LesionBenchError(f"environment variable {env}={first['input']!r}: {first['msg']}") from None
+
+
+def child_environment(**extra: str) -> dict[str, str]:
+    """The environment for a child process (a worker, nnU-Net's steps): this one's plus ``extra``."""
+    return {**os.environ, **extra}

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import inspect
-import os
 import re
 from importlib import metadata
 from pathlib import Path
 
 import torch
 
+from lesionbench.settings import child_environment, settings
 from lesionbench.config import ExperimentConfig, TrainerConfig
 from lesionbench.errors import LesionBenchError
 
@@ -67,7 +67,7 @@ class NnUNetFolders:
     the trained model always in the run folder."""
 
     def __init__(self, run_dir: Path, cfg: ExperimentConfig, trainer: str) -> None:
-        work = os.environ.get("LESIONBENCH_WORKDIR")
+        work = settings().workdir
         key = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:8]
         self.home = run_dir / "nnunet"
         self.data = Path(work) / "nnunet" / f"{run_dir.name}-{key}" if work else self.home
@@ -79,8 +79,9 @@ class NnUNetFolders:
         self.masks = run_dir / "predictions"  # ours: binary masks at each ground truth's size
 
     def env(self, extra: dict[str, str], workers: int | None) -> dict[str, str]:
-        env = {**os.environ, **extra, "nnUNet_raw": str(self.raw.parent),
-               "nnUNet_preprocessed": str(self.preprocessed.parent), "nnUNet_results": str(self.model.parents[1])}
+        env = child_environment(**extra, nnUNet_raw=str(self.raw.parent),
+                                nnUNet_preprocessed=str(self.preprocessed.parent),
+                                nnUNet_results=str(self.model.parents[1]))
         if workers is not None:  # augmentation processes (0: in-process), and its other pools (at least 1)
             env.update(nnUNet_n_proc_DA=str(workers), nnUNet_def_n_proc=str(max(1, workers)))
         return env

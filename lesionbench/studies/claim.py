@@ -29,17 +29,11 @@ DEFAULT_TIMEOUT = 600.0
 
 
 def claim_timeout() -> float:
-    """Seconds without a heartbeat after which a claim is stale ($LESIONBENCH_CLAIM_TIMEOUT, default 10 min)."""
-    raw = os.environ.get("LESIONBENCH_CLAIM_TIMEOUT")
-    try:
-        value = float(raw) if raw else DEFAULT_TIMEOUT
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        from lesionbench.errors import LesionBenchError
+    """Seconds without a heartbeat after which a claim is stale ($LESIONBENCH_CLAIM_TIMEOUT, default 10 min;
+    a bad value is one line naming the variable, from lesionbench.settings)."""
+    from lesionbench.settings import settings
 
-        raise LesionBenchError(f"LESIONBENCH_CLAIM_TIMEOUT={raw!r}: expected a positive number of seconds, e.g. 600")
-    return value
+    return settings().claim_timeout
 
 
 class ClaimInfo(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -162,7 +163,7 @@ def run_all(runs: list[PlannedRun], out_dir: Path, suite: str,
     pending = runs[offset % len(runs):] + runs[:offset % len(runs)] if runs else []
     told: set[str] = set()
     acquire, parent = _claimer(worker), os.getppid()
-    while pending and (os.environ.get("LOCAL_RANK", "0") == "0" or os.getppid() == parent):
+    while pending and (settings().local_rank == 0 or os.getppid() == parent):
         held: list[PlannedRun] = []
         for run in pending:
             run_dir = out_dir / run.name
@@ -194,9 +195,10 @@ def _claimer(worker: str | None) -> Callable[[Path], Any]:
     a torchrun or multi-task srun launch claim nothing at all: that one job owns its results folder."""
     from lesionbench.studies.claim import acquire, read_claim
 
-    if "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
+    env = settings()
+    if env.torchelastic_run_id or env.slurm_ntasks > 1:
         return lambda run_dir: nullcontext()
-    if os.environ.get("LOCAL_RANK", "0") == "0":
+    if env.local_rank == 0:
         return lambda run_dir: acquire(run_dir, worker)
     parent = os.getppid()
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from lesionbench.settings import child_environment
 from lesionbench.studies.status import RunState, suite_status
 from lesionbench.studies.suite import PlannedRun
 
@@ -34,9 +35,8 @@ def cpu_count() -> int:
 
 def worker_env(index: int, n: int, gpus: list[str] | None) -> dict[str, str]:
     """One GPU per worker (round robin over ``gpus``) or, on CPU, an equal share of the cores."""
-    env = dict(os.environ)
     threads = str(max(1, cpu_count() // n))
-    env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, LESIONBENCH_THREADS=threads)
+    env = child_environment(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, LESIONBENCH_THREADS=threads)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
     return env
