@@ -145,9 +145,10 @@ def run(
     with RunProgress(runs, str(suite_dir), console) as view:
         statuses = run_all(runs, suite_dir, name, view.update, progress=view.bars)
         cross_evaluate(runs, suite_dir, view.update)  # runs finished earlier whose evaluations are missing
-    if leaderboard_due(statuses, suite_dir, since):  # whoever completes the suite writes it, once
+    due = leaderboard_due(statuses, suite_dir, since)  # whoever completes the suite writes it, once
+    if due:
         _write_leaderboard(suite_dir)
-    if view.finish(statuses, str(suite_dir / "leaderboard.md")):
+    if view.finish(statuses, str(suite_dir / "leaderboard.md") + (" (written)" if due else "")):
         raise typer.Exit(EXIT_FAILED)
 
 

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from lesionbench.cli import app
 from lesionbench.studies.claim import CLAIM, acquire, history, read_claim
+from runs import fake_run
 from scaleout_suite import assert_each_run_once, env_for, lesionbench, start, tiny_suite
 
 
@@ -172,12 +173,7 @@ def test_status_reads_every_state_from_the_run_folders(tmp_path: Path) -> None:
 
     cfg = ExperimentConfig.model_validate({"name": "t", "dataset": {"name": "synthetic"}, "model": {"name": "unet"}})
     runs = [PlannedRun(name, cfg) for name in ("done", "live", "silent", "broken", "todo")]
-    done = tmp_path / "done"
-    done.mkdir()
-    (done / "best.ckpt").write_bytes(b"x")
-    (done / "metrics.json").write_text(json.dumps({"per_image": {"dice": 0.5}}))
-    (done / "run.json").write_text(json.dumps({"status": "finished", "config_hash": cfg.config_hash(),
-                                               "best_checkpoint": "best.ckpt"}))
+    fake_run(tmp_path / "done", cfg)  # a finished run folder, per-image dice 0.5 (tests/runs.py)
     live = acquire(tmp_path / "live", worker="w7", timeout=30)
     acquire(tmp_path / "silent", worker="gone", timeout=30)._stop.set()
     os.utime(tmp_path / "silent" / CLAIM, (time.time() - 60, time.time() - 60))

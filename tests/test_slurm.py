@@ -68,14 +68,15 @@ def test_job_array_trains_each_run_once_and_a_requeued_task_resumes(slurm: Clust
     --signal=B:USR1@120 sends near the time limit): it requeues itself, its worker stops (SIGTERM) and releases the
     claim, and a free task (the other one, or the requeued one with the same worker id) finishes the run from
     last.ckpt, no epoch lost. Every run finishes once; the leaderboard lists each once."""
-    epochs = 3
+    epochs = 6  # long enough that the signal lands while the run trains
     suite, out = tiny_suite(tmp_path, seeds=2, epochs=epochs), tmp_path / "results"
     job = _submit(slurm, suite, out, env_for(synthetic_env, tmp_path), tmp_path, "--array-parallelism", "2")
     suite_dir = out / "tiny+synthetic"
     deadline, run = time.time() + 180, None
     while run is None and time.time() < deadline:
         run = next((p.parent.parent.parent for p in suite_dir.glob("*/checkpoints/*/last.ckpt")
-                    if read_claim(p.parent.parent.parent, 600)), None)
+                    if read_claim(p.parent.parent.parent, 600)
+                    and not (p.parent.parent.parent / "metrics.json").exists()), None)  # mid-training
         time.sleep(0.2)
     assert run is not None, slurm.log()
     worker = read_claim(run, 600).info.worker

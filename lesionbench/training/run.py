@@ -157,10 +157,14 @@ def _train(cfg: ExperimentConfig, run_dir: Path, suite: str, callbacks: list[Cal
         determinism = _determinism(cfg)
     dm.setup("test")
     trainer.test(task, datamodule=dm, verbose=False)
+    if trainer.interrupted:  # a test loop cut short must never become a result
+        raise KeyboardInterrupt
     if not trainer.is_global_zero:
         return RunResult(run_dir, "finished", best_val=best_val)
 
     index, stats = task.test_result
+    if len(index) != len(dm.test_ids):
+        raise RuntimeError(f"{run_dir}: the test loop scored {len(index)} of {len(dm.test_ids)} test images")
     ids = [dm.test_ids[i] for i in index.reshape(-1).tolist()]  # torchmetrics squeezes a 1-image result
     summary, rows = summarize(stats, ids, cfg.dataset.name, dm.class_names, boundary=task.test_boundary_result)
     metrics = RunMetrics.model_validate({**summary, **{
