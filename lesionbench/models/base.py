@@ -34,6 +34,9 @@ class SegmentationModel(nn.Module):
     deep_supervision_weights: list[float] | None = None
     #: The input size the write-up used (square).
     default_input_size: int = 224
+    #: Exact pretrained encoder weights (``torchvision:ResNet50_Weights.IMAGENET1K_V1``, ``none``),
+    #: set by ``create_model`` from ``pretrained.weights_id``.
+    weights_id: str = "none"
 
     def forward(self, x: Tensor) -> Logits:
         size = x.shape[-2:]

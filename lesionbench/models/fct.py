@@ -169,14 +169,14 @@ class FCTResNet(SegmentationModel):
         return {"last": self.decoder.blocks[-1], "bottleneck": self.decoder.bottleneck}
 
 
-@register_model(source="seed 000", input_size=224, heads=3)
+@register_model(source="seed 000", input_size=224, heads=3, encoder="torchvision:resnet50")
 def fct_resnet50(num_classes: int = 1, weights: str = DEFAULT_WEIGHTS, heads: int = 2,
                  drop_path: float = 0.0) -> FCTResNet:
     """ResNet-50 encoder + FCT decoder with three deep-supervision heads (DermSeg)."""
     return FCTResNet(num_classes, weights, 50, heads, drop_path)
 
 
-@register_model(source="test", input_size=64, heads=3)
+@register_model(source="test", input_size=64, heads=3, encoder="torchvision:resnet18")
 def test_fct_resnet(num_classes: int = 1, weights: str = "none") -> FCTResNet:
     """ResNet-18 + narrow FCT decoder, for fast tests."""
     return FCTResNet(num_classes, weights, 18, channels=(8, 8, 16, 16, 32))

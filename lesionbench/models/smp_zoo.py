@@ -16,7 +16,8 @@ from torch import nn
 from lesionbench.errors import LesionBenchError
 from lesionbench.models.base import SegmentationModel
 from lesionbench.models.registry import register_family, register_model
-from lesionbench.models.weights import DEFAULT_WEIGHTS, load_encoder_weights, weights_kind
+from lesionbench.models.pretrained import resolve
+from lesionbench.models.weights import DEFAULT_WEIGHTS, load_encoder_weights
 
 ARCHS = ("Unet", "UnetPlusPlus", "MAnet", "Linknet", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus",
          "PAN", "UPerNet", "Segformer")
@@ -32,10 +33,10 @@ class SmpModel(SegmentationModel):
                  weights: str = DEFAULT_WEIGHTS, **kwargs: Any) -> None:
         super().__init__()
         import segmentation_models_pytorch as smp
-        kind = weights_kind(weights)
+        pre = resolve(f"smp:{encoder_name}", weights)
         try:
             net = smp.create_model(arch, encoder_name=encoder_name, classes=num_classes,
-                                   encoder_weights="imagenet" if kind == "imagenet" else None, **kwargs)
+                                   encoder_weights=pre.tag, **kwargs)
         except KeyError as err:
             close = difflib.get_close_matches(encoder_name, smp.encoders.get_encoder_names(), n=5)
             raise LesionBenchError(f"smp:{arch}/{encoder_name}: unknown encoder ({err}); "
@@ -46,7 +47,7 @@ class SmpModel(SegmentationModel):
             raise LesionBenchError(f"smp:{arch}/{encoder_name}: aux_params (classification head) unsupported")
         self.encoder, self.decoder, self.head = net.encoder, net.decoder, net.segmentation_head
         self.arch, self.encoder_name = arch, encoder_name
-        if kind == "path":
+        if pre.id.startswith("file:"):
             load_encoder_weights(self.encoder, weights)
 
     def stages(self) -> dict[str, nn.Module]:
@@ -110,7 +111,7 @@ def _register_matrix() -> None:
                       _e: str = enc, **kwargs: Any) -> SmpModel:
                 return SmpModel(_a, _e, num_classes, weights, **kwargs)
             build.__doc__ = f"smp {arch} with a {enc} encoder."
-            register_model(f"smp:{arch}/{enc}", source="smp", input_size=224)(build)
+            register_model(f"smp:{arch}/{enc}", source="smp", input_size=224, encoder=f"smp:{enc}")(build)
 
 
 _register_matrix()
