@@ -32,6 +32,9 @@ class SegmentationModel(nn.Module):
     head: nn.Module
     #: Per-head loss weights, coarsest first; None when the model has one output.
     deep_supervision_weights: list[float] | None = None
+    #: True: coarse heads train against masks downsampled to their size (FCT); False: their
+    #: logits are upsampled to the mask.
+    deep_supervision_downsample_masks: bool = False
     #: The input size the write-up used (square).
     default_input_size: int = 224
     #: Exact pretrained encoder weights (``torchvision:ResNet50_Weights.IMAGENET1K_V1``, ``none``),

@@ -30,7 +30,8 @@ class SegmentationTask(L.LightningModule):
         self.threshold = threshold
         self.model = create_model(self.cfg.model.name, num_classes=self.cfg.num_classes, **self.cfg.model.options)
         init_weights(self.model.decoder_modules(), self.cfg.model.init)
-        self.loss_fn = build_loss(self.cfg.loss, getattr(self.model, "deep_supervision_weights", None))
+        self.loss_fn = build_loss(self.cfg.loss, getattr(self.model, "deep_supervision_weights", None),
+                                  getattr(self.model, "deep_supervision_downsample_masks", False))
         self.val_dice = ValDice()
         self.test_stats = PerImageStats()
         self.phases = self.cfg.resolved_phases()

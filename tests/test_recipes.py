@@ -1,0 +1,101 @@
+"""Seed recipes follow their write-ups: outputs, regimes, exact weights, FCT targets, splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lesionbench.config import LossConfig, LossTerm, load_config
+from lesionbench.data.layouts import Sample
+from lesionbench.data.splits import hash_order, make_split
+from lesionbench.errors import LesionBenchError
+from lesionbench.models import create_model
+from lesionbench.models.pretrained import weights_id
+from lesionbench.training.losses import build_loss
+
+EXP = Path(__file__).resolve().parents[1] / "experiments"
+KVASIR = EXP / "splits" / "kvasir-seg"
+
+
+def test_unetplusplus_seed_recipe_trains_one_output() -> None:
+    cfg = load_config(EXP / "isic2017_unetplusplus.yaml")
+    model = create_model(cfg.model.name, **{**cfg.model.options, "base_channels": 4}).train()
+    out = model(torch.randn(2, 3, 32, 32))
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 1, 32, 32)
+    assert model.deep_supervision_weights is None
+    ds = create_model("unetplusplus", base_channels=4, deep_supervision=True).train()
+    assert len(ds(torch.randn(2, 3, 32, 32))) == 4  # still an option for other recipes
+
+
+def test_mobilenet_all_layers_starts_from_the_frozen_model() -> None:
+    phases = load_config(EXP / "isic2016_mobilenet_full.yaml").resolved_phases()
+    assert [p.name for p in phases] == ["frozen", "all-layers"]
+    assert phases[0].freeze == ["encoder"] and phases[1].freeze == []
+    assert phases[1].lr == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize(("recipe", "expected"), [
+    ("isic2018_fct_resnet50", "torchvision:ResNet50_Weights.IMAGENET1K_V1"),
+    ("kvasir_resnet50_unet", "torchvision:ResNet50_Weights.IMAGENET1K_V1"),
+    ("isic2016_mobilenet_frozen", "torchvision:MobileNet_V2_Weights.IMAGENET1K_V1"),
+    ("isic2018_task2_convnext", "timm:convnext_tiny.fb_in1k"),
+    ("isic2017_unet", "none"),
+])
+def test_seed_recipes_name_their_weights_exactly(recipe: str, expected: str) -> None:
+    cfg = load_config(EXP / f"{recipe}.yaml")
+    assert weights_id(cfg.model.name, cfg.model.options) == expected
+
+
+def test_imagenet_alias_is_the_original_generation_and_tags_are_checked() -> None:
+    assert weights_id("resnet50-unet", {"weights": "imagenet"}).endswith("IMAGENET1K_V1")  # not DEFAULT=V2
+    assert weights_id("unet-convnext-attention", {"weights": "imagenet"}) == "timm:convnext_tiny.fb_in1k"
+    assert weights_id("resnet50-unet", {"weights": "IMAGENET1K_V2"}).endswith("IMAGENET1K_V2")
+    assert weights_id("smp:Unet/resnet34", {"weights": "imagenet"}) == "smp:resnet34.imagenet"
+    assert weights_id("resnet50-unet", {"weights": "none"}) == "none"
+    with pytest.raises(LesionBenchError, match="IMAGENET1K_V1"):
+        weights_id("fct-resnet50", {"weights": "IMAGENET1K_V9"})
+    model = create_model("test-resnet-unet", weights="none")
+    assert model.weights_id == "none" and create_model("unet", base_channels=4).weights_id == "none"
+
+
+def test_fct_coarse_heads_train_against_downsampled_masks() -> None:
+    model = create_model("test-fct-resnet").train()
+    heads = model(torch.randn(2, 3, 64, 64))
+    assert [h.shape[-1] for h in heads] == [16, 32, 64]
+    assert model.deep_supervision_downsample_masks
+    target = torch.zeros(1, 1, 4, 4)
+    target[..., 1::2, 1::2] = 1  # every other pixel: the FCT subsample y[::2, ::2] is all zeros
+    coarse, fine = torch.full((1, 1, 2, 2), -20.0), torch.full((1, 1, 4, 4), 0.0)
+    cfg = LossConfig(terms=[LossTerm(name="bce")], deep_supervision_weights=[1.0, 0.0])
+    down = build_loss(cfg, downsample_masks=True)([coarse, fine], target)
+    up = build_loss(cfg)([coarse, fine], target)
+    assert down.item() < 1e-6 < 1.0 < up.item()
+
+
+def _kvasir_pool() -> list[Sample]:
+    ids = [*KVASIR.joinpath("train.txt").read_text().split(), *KVASIR.joinpath("val.txt").read_text().split()]
+    return [Sample(i, Path(f"/k/{i}.jpg"), ()) for i in ids]
+
+
+def test_kvasir_seed002_is_the_official_880_and_halved_120() -> None:
+    split = make_split("kvasir-seg", "seed002", {"all": _kvasir_pool()})
+    official_train = set(KVASIR.joinpath("train.txt").read_text().split())
+    held = set(KVASIR.joinpath("val.txt").read_text().split())
+    assert set(split["train"]) == official_train and len(split["train"]) == 880
+    assert len(split["val"]) == len(split["test"]) == 60 and set(split["val"]) | set(split["test"]) == held
+    assert split == make_split("kvasir-seg", "official", {"all": _kvasir_pool()[::-1]})
+
+
+def test_kvasir_incomplete_official_set_is_one_clear_error() -> None:
+    with pytest.raises(LesionBenchError, match="of the 1000 ids of the official split"):
+        make_split("kvasir-seg", "seed002", {"all": _kvasir_pool()[:-3]})
+
+
+def test_carved_splits_are_hash_ordered_not_library_random() -> None:
+    # pinned: any change of algorithm (or a numpy/random version) would move these ids
+    assert hash_order([f"id{i}" for i in range(6)], "42:x") == ["id4", "id0", "id1", "id5", "id2", "id3"]
+    pool = {"train": [Sample(f"ISIC_{i:07d}", Path("/x.jpg"), ()) for i in range(20)],
+            "val": [], "test": [Sample("ISIC_9999999", Path("/t.jpg"), ())]}
+    assert make_split("isic2018", "seed000", pool)["test"] == ["ISIC_0000007", "ISIC_0000012", "ISIC_0000015"]
