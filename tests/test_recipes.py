@@ -99,3 +99,40 @@ def test_carved_splits_are_hash_ordered_not_library_random() -> None:
     pool = {"train": [Sample(f"ISIC_{i:07d}", Path("/x.jpg"), ()) for i in range(20)],
             "val": [], "test": [Sample("ISIC_9999999", Path("/t.jpg"), ())]}
     assert make_split("isic2018", "seed000", pool)["test"] == ["ISIC_0000007", "ISIC_0000012", "ISIC_0000015"]
+
+
+def test_seed003_normalises_with_the_training_split_stats(synthetic_env: Path) -> None:
+    import numpy as np
+
+    from lesionbench.config import DatasetConfig
+    from lesionbench.data.datamodule import SegmentationDataModule
+    from lesionbench.data.decode import load_pair
+    from lesionbench.data.stats import channel_stats
+    assert load_config(EXP / "isic2018_task2_convnext.yaml").dataset.normalize == "dataset"
+    cfg = DatasetConfig(name="isic2018-task2", root=str(synthetic_env / "isic2018"), image_size=32,
+                        normalize="dataset")
+    dm = SegmentationDataModule(cfg, batch_size=2, num_classes=5)
+    dm.setup()
+    train = dm.parts["train"]
+    images = np.stack([load_pair(s, dm.layout.mask_threshold, 32)[0] for s in train])
+    assert np.allclose(dm.mean, channel_stats(images)[0]) and np.allclose(dm.std, channel_stats(images)[1])
+    assert not np.allclose(dm.mean, (0.485, 0.456, 0.406), atol=1e-3)
+    eval_tf = dm._datasets["val"].transform  # val/test use the training statistics
+    x = torch.stack([eval_tf(image=im)["image"].float() for im in images])
+    assert torch.allclose(x.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-3)
+    assert torch.allclose(x.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-2)
+    img = np.full((4, 4, 4, 3), (10, 20, 30), np.uint8)
+    m, sd = channel_stats(img)
+    assert np.allclose(m, (10 / 255, 20 / 255, 30 / 255)) and np.allclose(sd, 0, atol=1e-5)
+
+
+def test_init_reaches_encoders_trained_from_scratch() -> None:
+    from lesionbench.training.optim import init_weights
+    torch.manual_seed(0)
+    scratch = create_model("unet", base_channels=4)
+    init_weights(scratch.decoder_modules(), "normal")
+    assert scratch.encoder.stage1 in [m for r in scratch.decoder_modules() for m in r.modules()]
+    assert scratch.encoder.stage1[0].weight.std().item() == pytest.approx(0.02, rel=0.3)
+    pretrained = create_model("test-resnet-unet", weights="none")
+    pretrained.weights_id = "torchvision:ResNet18_Weights.IMAGENET1K_V1"  # as if loaded
+    assert all(m is not pretrained.encoder for m in pretrained.decoder_modules())

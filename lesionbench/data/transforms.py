@@ -59,14 +59,15 @@ RECIPES: dict[str, Callable[[], list[A.BasicTransform]]] = {
 }
 
 
-def build_transforms(name: str, image_size: int, train: bool) -> A.Compose:
-    """Train: resize + recipe + normalise; eval (train=False): resize + normalise only."""
+def build_transforms(name: str, image_size: int, train: bool, *, mean: tuple[float, ...] = IMAGENET_MEAN,
+                     std: tuple[float, ...] = IMAGENET_STD) -> A.Compose:
+    """Train: resize + recipe + normalise (ImageNet's mean/std unless given); eval: resize + normalise."""
     if name not in RECIPES:
         raise LesionBenchError(f"unknown augmentation '{name}' (known recipes: {', '.join(RECIPES)})")
     middle = RECIPES[name]() if train else []
     return A.Compose([
         A.Resize(image_size, image_size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST),
         *middle,
-        A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        A.Normalize(mean=mean, std=std),
         ToTensorV2(transpose_mask=True),
     ])
