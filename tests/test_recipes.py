@@ -136,3 +136,24 @@ def test_init_reaches_encoders_trained_from_scratch() -> None:
     pretrained = create_model("test-resnet-unet", weights="none")
     pretrained.weights_id = "torchvision:ResNet18_Weights.IMAGENET1K_V1"  # as if loaded
     assert all(m is not pretrained.encoder for m in pretrained.decoder_modules())
+
+
+@pytest.mark.parametrize("name", ["unet", "unetplusplus", "pspnet", "test-fct-resnet", "test-resnet-unet"])
+def test_any_input_size_is_padded_and_cropped_back(name: str) -> None:
+    """Seed 004 trained at 767×1022 (not a multiple of 16 or 32): the output keeps the input size,
+    and (full-resolution heads) equals the run on the zero-padded input, cropped."""
+    small = {"unet": {"base_channels": 4}, "unetplusplus": {"base_channels": 4}, "pspnet": {"backbone_features": 16}}
+    torch.manual_seed(0)
+    model = create_model(name, **small.get(name, {})).eval()
+    x = torch.randn(1, 3, 47, 61)  # 767×1022 in miniature: odd, not a multiple of anything
+    with torch.no_grad():
+        y = model(x)
+        m = model.size_multiple
+        padded = torch.nn.functional.pad(x, (0, -61 % m, 0, -47 % m))
+        ref = model(padded)[..., :47, :61]
+    assert y.shape == (1, 1, 47, 61) and torch.isfinite(y).all()
+    if name != "pspnet":  # PSPNet's logits are at /4 and upsampled: cropped at /4, then resized
+        assert torch.allclose(y, ref, atol=1e-5)
+    model.train()
+    out = model(x)
+    assert (out[-1] if isinstance(out, list) else out).shape == (1, 1, 47, 61)

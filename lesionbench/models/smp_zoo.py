@@ -48,7 +48,8 @@ class SmpModel(SegmentationModel):
         self.encoder, self.decoder, self.head = net.encoder, net.decoder, net.segmentation_head
         self.arch, self.encoder_name = arch, encoder_name
         if pre.id.startswith("file:"):
-            load_encoder_weights(self.encoder, weights)
+            load_encoder_weights(self.encoder, weights)  # a full library state dict, before pruning
+        self.dropped = drop_unused(self, self.encoder)
 
     def stages(self) -> dict[str, nn.Module]:
         out = {"encoder": self.encoder}
@@ -82,6 +83,47 @@ class SmpModel(SegmentationModel):
                 h.remove()
             self.train(was_training)
         return finished[-1] if finished else None
+
+
+class Unused(nn.Module):
+    """Stands in for a dropped module: passes its first input through (any call signature)."""
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return x
+
+
+def drop_unused(model: nn.Module, part: nn.Module, probe: int = 64) -> list[str]:
+    """Replace sub-modules of ``part`` none of whose parameters reach the output by ``Unused``.
+
+    Why: smp keeps what its encoders never use (efficientnet's ``_conv_head``/``_bn1``; the stage
+    past ``encoder_depth`` that mobilenet/efficientnet compute and slice away; PSPNet's deep
+    stages): parameters without gradient inflate the parameter count and make DDP fail without
+    ``find_unused_parameters``. One eval-mode pass on zeros finds them (autograd's ``allow_unused``);
+    on the meta device nothing is dropped.
+    """
+    params = list(part.named_parameters())
+    if not params or params[0][1].device.type == "meta":
+        return []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            out = model(torch.zeros(1, 3, probe, probe, device=params[0][1].device))
+            out = out[-1] if isinstance(out, (list, tuple)) else out
+            grads = torch.autograd.grad(out.sum(), [p for _, p in params], allow_unused=True)
+    finally:
+        model.train(was_training)
+    unused = {n for (n, _), g in zip(params, grads) if g is None}
+    dropped: list[str] = []
+    for name, module in list(part.named_modules()):
+        own = [f"{name}.{n}" for n, _ in module.named_parameters()]
+        if not name or not own or any(name.startswith(d + ".") for d in dropped):
+            continue
+        if all(n in unused for n in own):
+            parent, _, attr = name.rpartition(".")
+            setattr(part.get_submodule(parent) if parent else part, attr, Unused())
+            dropped.append(name)
+    return dropped
 
 
 def parse_smp(name: str, num_classes: int = 1, **options: Any) -> SmpModel:

@@ -91,8 +91,9 @@ def shrink(data: dict[str, Any]) -> dict[str, Any]:
     tr["epochs"] = QUICK["epochs"]
     tr["batch_size"] = min(int(tr.get("batch_size", 8)), QUICK["batch_size"])
     options = data.setdefault("model", {}).setdefault("options", {})
-    if options.get("weights") == "imagenet":  # a smoke run downloads nothing
-        options["weights"] = "none"
+    weights = options.get("weights")
+    if weights not in (None, "none") and not Path(str(weights)).is_file():  # imagenet or an exact tag:
+        options["weights"] = "none"  # a smoke run downloads nothing
     for phase in data.get("phases") or []:
         phase["epochs"] = QUICK["epochs"]
         if phase.get("early_stopping"):
