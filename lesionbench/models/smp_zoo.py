@@ -92,7 +92,7 @@ class Unused(nn.Module):
         return x
 
 
-def drop_unused(model: nn.Module, part: nn.Module, probe: int = 64) -> list[str]:
+def drop_unused(model: nn.Module, part: nn.Module, probes: tuple[int, ...] = (64, 256)) -> list[str]:
     """Replace sub-modules of ``part`` none of whose parameters reach the output by ``Unused``.
 
     Why: smp keeps what its encoders never use (efficientnet's ``_conv_head``/``_bn1``; the stage
@@ -104,15 +104,9 @@ def drop_unused(model: nn.Module, part: nn.Module, probe: int = 64) -> list[str]
     params = list(part.named_parameters())
     if not params or params[0][1].device.type == "meta":
         return []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.enable_grad():
-            out = model(torch.zeros(1, 3, probe, probe, device=params[0][1].device))
-            out = out[-1] if isinstance(out, (list, tuple)) else out
-            grads = torch.autograd.grad(out.sum(), [p for _, p in params], allow_unused=True)
-    finally:
-        model.train(was_training)
+    grads = _probe_grads(model, [p for _, p in params], probes)
+    if grads is None:  # no probe size fits this architecture: keep everything
+        return []
     unused = {n for (n, _), g in zip(params, grads) if g is None}
     dropped: list[str] = []
     for name, module in list(part.named_modules()):
@@ -124,6 +118,24 @@ def drop_unused(model: nn.Module, part: nn.Module, probe: int = 64) -> list[str]
             setattr(part.get_submodule(parent) if parent else part, attr, Unused())
             dropped.append(name)
     return dropped
+
+
+def _probe_grads(model: nn.Module, params: list[torch.Tensor], probes: tuple[int, ...]) -> tuple | None:
+    """Gradients (None = unused) of ``params`` for one eval-mode pass on zeros, at the first size that fits."""
+    was_training = model.training
+    model.eval()
+    try:
+        for size in probes:  # PAN's pyramid attention needs 256 px
+            try:
+                with torch.enable_grad():
+                    out = model(torch.zeros(1, 3, size, size, device=params[0].device))
+            except RuntimeError:
+                continue
+            out = out[-1] if isinstance(out, (list, tuple)) else out
+            return torch.autograd.grad(out.sum(), params, allow_unused=True)
+        return None
+    finally:
+        model.train(was_training)
 
 
 def parse_smp(name: str, num_classes: int = 1, **options: Any) -> SmpModel:
