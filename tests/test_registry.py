@@ -73,14 +73,14 @@ def test_smp_efficientnet_has_no_dead_parameters() -> None:
 
 
 def _suite_runs() -> list:
-    from lesionbench.studies.suite import expand_suite, load_suite
-    from lesionbench.studies.suite import experiments_dir
+    from lesionbench.studies.suite import expand_suite, experiments_dir, load_suite
     names = sorted(p.stem for p in (experiments_dir() / "suites").glob("*.yaml"))
-    runs = {}
+    runs = {}  # one per distinct recipe: training seeds and repeated suites add nothing to build
     for suite in names:
         for run in expand_suite(load_suite(suite)):
-            runs.setdefault(run.name, (suite, run.config))
-    return sorted(runs.items())
+            key = run.config.model_dump_json(exclude={"trainer": {"seed"}, "name": True})
+            runs.setdefault(key, (run.name, (suite, run.config)))
+    return sorted(runs.values())
 
 
 RUNS = _suite_runs()

@@ -15,8 +15,8 @@ from torch import nn
 
 from lesionbench.errors import LesionBenchError
 from lesionbench.models.base import SegmentationModel
-from lesionbench.models.registry import register_family, register_model
 from lesionbench.models.pretrained import resolve
+from lesionbench.models.registry import register_family, register_model
 from lesionbench.models.weights import DEFAULT_WEIGHTS, load_encoder_weights
 
 ARCHS = ("Unet", "UnetPlusPlus", "MAnet", "Linknet", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus",
