@@ -130,12 +130,12 @@ def test_init_reaches_encoders_trained_from_scratch() -> None:
     from lesionbench.training.optim import init_weights
     torch.manual_seed(0)
     scratch = create_model("unet", base_channels=4)
-    init_weights(scratch.decoder_modules(), "normal")
-    assert scratch.encoder.stage1 in [m for r in scratch.decoder_modules() for m in r.modules()]
+    init_weights(scratch.init_modules(), "normal")
+    assert scratch.encoder.stage1 in [m for r in scratch.init_modules() for m in r.modules()]
     assert scratch.encoder.stage1[0].weight.std().item() == pytest.approx(0.02, rel=0.3)
     pretrained = create_model("test-resnet-unet", weights="none")
     pretrained.weights_id = "torchvision:ResNet18_Weights.IMAGENET1K_V1"  # as if loaded
-    assert all(m is not pretrained.encoder for m in pretrained.decoder_modules())
+    assert all(m is not pretrained.encoder for m in pretrained.init_modules())
 
 
 @pytest.mark.parametrize("name", ["unet", "unetplusplus", "pspnet", "test-fct-resnet", "test-resnet-unet"])

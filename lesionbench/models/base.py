@@ -86,10 +86,14 @@ class SegmentationModel(nn.Module):
         return out
 
     def decoder_modules(self) -> list[nn.Module]:
+        """The decoder and the head: every part that is never a pretrained encoder."""
+        return [self.decoder, self.head]
+
+    def init_modules(self) -> list[nn.Module]:
         """What ``model.init`` initialises: every layer, except a pretrained encoder (ImageNet or a
         file), whose weights must never be reset. Seed 003's U-Nets train from scratch, so their
         init reaches the encoder too."""
-        return [self.decoder, self.head] if self.weights_id != "none" else [self.encoder, self.decoder, self.head]
+        return self.decoder_modules() if self.weights_id != "none" else [self.encoder, *self.decoder_modules()]
 
     def cam_layers(self) -> dict[str, nn.Module]:
         """Layers for CAM / Grad-CAM: the last feature layer before logits and the bottleneck."""
