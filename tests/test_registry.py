@@ -27,7 +27,7 @@ TINY = {"unet": {"base_channels": 4}, "unet-residual": {"base_channels": 4},
         "unet-attention": {"base_channels": 4}, "unetplusplus": {"base_channels": 4},
         "pspnet": {"backbone_features": 16, "aux": True}, "unet-convnext-attention": {"encoder": "convnext_atto"},
         "resnet50-unet": {"decoder_channels": (16, 16, 8, 8, 8)}}
-#: Input sizes where an architecture needs more than 64 px (PAN's pyramid attention pools to 1/256).
+#: Input sizes where an architecture needs more than 32 px (PAN's pyramid attention pools to 1/256).
 SIZE = {"PAN": 256}
 SMP = [n for n in model_names() if n.startswith("smp:")]
 _COVER = {f"smp:{a}/resnet18" for a in ARCHS} | {f"smp:{a}/{e}" for a in ("Unet", "PSPNet") for e in ENCODERS}
@@ -37,7 +37,7 @@ ALL = [n for n in model_names() if not n.startswith("smp:")] + (
 
 
 def _size(name: str) -> int:
-    return SIZE.get(name.removeprefix("smp:").split("/")[0], 64)
+    return SIZE.get(name.removeprefix("smp:").split("/")[0], 32)
 
 
 @pytest.fixture(scope="module")
