@@ -69,6 +69,8 @@ class DatasetConfig(_Strict):
     image_size: int = Field(224, ge=16, le=2048)
     split: str = Field("official", description="official | seed000 | seed001 | seed002 | a split file path")
     augmentation: str = Field("basic", description="Name of an albumentations recipe in data/transforms.py")
+    normalize: Literal["imagenet", "dataset"] = Field(
+        "imagenet", description="Input mean/std: ImageNet's, or the training split's own (data/stats.py)")
     subset: int | None = Field(None, ge=1, description="Use at most this many images per split (smoke runs)")
     num_workers: int = Field(0, ge=0)
     cache: bool = Field(True, description="Pre-resized memory-mapped cache")
@@ -340,8 +342,9 @@ def shrink(data: dict[str, Any]) -> dict[str, Any]:
     tr["epochs"] = QUICK["epochs"]
     tr["batch_size"] = min(int(tr.get("batch_size", 8)), QUICK["batch_size"])
     options = data.setdefault("model", {}).setdefault("options", {})
-    if options.get("weights") == "imagenet":  # a smoke run downloads nothing
-        options["weights"] = "none"
+    weights = options.get("weights")
+    if weights not in (None, "none") and not Path(str(weights)).is_file():  # imagenet or an exact tag:
+        options["weights"] = "none"  # a smoke run downloads nothing
     for phase in data.get("phases") or []:
         phase["epochs"] = QUICK["epochs"]
         if phase.get("early_stopping"):

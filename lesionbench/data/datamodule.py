@@ -25,7 +25,8 @@ from lesionbench.data.checks import check_pairs, ensure_checked
 from lesionbench.data.decode import load_mask, load_pair
 from lesionbench.data.layouts import Layout, Sample, get_layout, locate, scan
 from lesionbench.data.splits import PARTS, load_or_create
-from lesionbench.data.transforms import build_transforms
+from lesionbench.data.stats import training_stats
+from lesionbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 from lesionbench.errors import LesionBenchError
 from lesionbench.settings import settings
 
@@ -172,25 +173,32 @@ class SegmentationDataModule(L.LightningDataModule):
         if self.cfg.leakage != "ignore":
             evals = self.parts["val"] + self.parts["test"]
             self._apply_leaks(leakage.find_leaks(self.parts["train"], evals), f"{self.cfg.name}/{self.cfg.split}")
+        self.mean, self.std = self._normalization()
         self._datasets = {p: self._make(p) for p in PARTS}
+
+    def _normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """ImageNet's mean/std, or the training split's own (``dataset.normalize: dataset``)."""
+        if self.cfg.normalize == "imagenet":
+            return IMAGENET_MEAN, IMAGENET_STD
+        return training_stats(self.parts["train"], self.cfg.image_size, self.layout.mask_threshold,
+                              self.work / "cache", self._cache_tag("train"))
 
     def _make(self, part: str) -> SegmentationDataset:
         samples, size = self.parts[part], self.cfg.image_size
         cache = None
-        label = self.cfg.split if "/" not in self.cfg.split and "." not in self.cfg.split else \
-            "file" + hashlib.sha1(self.cfg.split.encode()).hexdigest()[:6]
-        tag = f"{self.cfg.name}-{label}-{part}" + (f"-first{self.cfg.subset}" if self.cfg.subset else "")
+        tag = self._cache_tag(part)
         ensure_checked(samples, self.cfg.name, self.root, self.work / "checked", tag)  # verify's checks, once
         if self.cfg.cache and samples:
             cache = build_cache(samples, size, self.layout.mask_threshold, self.work / "cache", tag).path
-        tf = build_transforms(self.cfg.augmentation, size, train=part == "train", seed=self.seed)
+        tf = build_transforms(self.cfg.augmentation, size, train=part == "train", seed=self.seed,
+                              mean=self.mean, std=self.std)
         return SegmentationDataset(samples, self.layout, size, tf, cache, with_orig=part == "test")
 
     def restrict(self, part: str, exclude: set[str]) -> list[Sample]:
         """Drop ``exclude`` ids from one part and rebuild it for scoring at original size (a
         cross-dataset evaluation removes the images the model was trained on); returns what is kept."""
         self.parts[part] = [s for s in self._part(part) if s.id not in exclude]
-        tf = build_transforms(self.cfg.augmentation, self.cfg.image_size, train=False)
+        tf = build_transforms(self.cfg.augmentation, self.cfg.image_size, train=False, mean=self.mean, std=self.std)
         # decoded on the fly: a cache of this subset would replace the full part's cache
         self._datasets[part] = SegmentationDataset(self.parts[part], self.layout, self.cfg.image_size, tf,
                                                    cache=None, with_orig=True)
@@ -199,6 +207,11 @@ class SegmentationDataModule(L.LightningDataModule):
     def loader(self, part: str) -> DataLoader:
         """An unshuffled loader over one part (train, val or test)."""
         return self._loader(part, shuffle=False)
+
+    def _cache_tag(self, part: str) -> str:
+        label = self.cfg.split if "/" not in self.cfg.split and "." not in self.cfg.split else \
+            "file" + hashlib.sha1(self.cfg.split.encode()).hexdigest()[:6]
+        return f"{self.cfg.name}-{label}-{part}" + (f"-first{self.cfg.subset}" if self.cfg.subset else "")
 
     def _apply_leaks(self, leaks: list[leakage.Leak], context: str) -> None:
         if not leaks or self.cfg.leakage == "ignore":

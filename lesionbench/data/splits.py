@@ -2,9 +2,12 @@
 
 Why on disk: a split that is recomputed can silently change (new files, new numpy); a
 written id list is what every later run, and every reader of a leaderboard, can check.
-Fractions apply to whatever count exists, so the small synthetic replicas get the same
-proportions (Kvasir's 880/60/60 of 1000 becomes 140/10/10 of 160): val and test are
-``round(n * fraction)`` (at least 1 when n >= 3) and train keeps the rest.
+Carved parts are the first ``round(n * fraction)`` ids (at least 1 when n >= 3) in the order of
+sha256("<salt>:<id>"): identical on every Python/numpy version, and independent of file order.
+Kvasir-SEG's seed002 is the authors' official list (``experiments/splits/kvasir-seg``, see its
+SOURCE.md): 880 training ids, the 120 validation ids halved into val and test by that hash
+order. A pool without any official id (the synthetic replica) gets the same proportions
+(880/60/60 of 1000 becomes 140/10/10 of 160).
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 from pathlib import Path
 
 from lesionbench.data.layouts import Sample
@@ -22,6 +24,9 @@ from lesionbench.io import atomic_write_json
 log = logging.getLogger(__name__)
 
 PARTS = ("train", "val", "test")
+SPLIT_VERSION = 2  # 2: hash-ordered carving, official Kvasir-SEG lists (1: random.sample)
+#: The dataset authors' official lists, shipped with the recipes (beside the package or in ./experiments).
+OFFICIAL_LISTS = ("experiments/splits",)
 SPLIT_SEED = 42  # fixed per split name, so every training seed sees the same split
 # name -> (val fraction, test fraction) carved from the training pool; None = use official test
 SEED_SPLITS: dict[str, tuple[float, float | None]] = {
@@ -34,14 +39,55 @@ OFFICIAL_VAL_FRACTION = 0.10  # for editions without an official validation set 
 Split = dict[str, list[str]]
 
 
+def hash_order(ids: list[str], salt: str) -> list[str]:
+    """Ids sorted by sha256(salt:id): a shuffle that no library version can change."""
+    return sorted(ids, key=lambda i: (hashlib.sha256(f"{salt}:{i}".encode()).hexdigest(), i))
+
+
 def _carve(ids: list[str], frac: float, seed: int, salt: str) -> tuple[list[str], list[str]]:
-    """(rest, carved): a seeded, order-independent sample of round(n*frac) ids."""
-    pool = sorted(ids)
+    """(rest, carved): the first round(n*frac) ids in hash order (order-independent)."""
+    pool = sorted(set(ids))
     k = round(len(pool) * frac)
     if len(pool) >= 3:
         k = max(1, k)
-    carved = set(random.Random(f"{seed}:{salt}").sample(pool, k))
+    carved = set(hash_order(pool, f"{seed}:{salt}")[:k])
     return [i for i in pool if i not in carved], sorted(carved)
+
+
+def official_list_dir(dataset: str) -> Path:
+    """``experiments/splits/<dataset>``: ./experiments first, else the one beside the package."""
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        for rel in OFFICIAL_LISTS:
+            if (base / rel / dataset).is_dir():
+                return base / rel / dataset
+    raise LesionBenchError(f"{dataset}: official split lists not found (experiments/splits/{dataset}/ "
+                           "with train.txt and val.txt); run from the repository root")
+
+
+def _read_ids(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def kvasir_official(pool: list[str], seed: int = SPLIT_SEED) -> Split | None:
+    """880 official training ids; the 120 official validation ids halved (hash order) into val/test.
+
+    None when the pool holds no official id (the synthetic replica); an error when it holds some
+    but not all (an incomplete or renamed Kvasir-SEG folder would silently shift the split).
+    """
+    folder = official_list_dir("kvasir-seg")
+    train, held = _read_ids(folder / "train.txt"), _read_ids(folder / "val.txt")
+    have = set(pool)
+    missing = [i for i in train + held if i not in have]
+    if len(missing) == len(train) + len(held):
+        return None
+    if missing:
+        raise LesionBenchError(
+            f"kvasir-seg: {len(missing)} of the {len(train) + len(held)} ids of the official split "
+            f"({folder}) are not among the images, e.g. {missing[0]}; restore the full Kvasir-SEG "
+            "folder (`lesionbench data verify kvasir-seg`) or give split: a .json/.txt file")
+    ordered = hash_order(held, f"{seed}:kvasir-seg:seed002:val")
+    half = len(ordered) // 2
+    return {"train": sorted(train), "val": sorted(ordered[:half]), "test": sorted(ordered[half:])}
 
 
 def make_split(dataset: str, name: str, official: dict[str, list[Sample]], seed: int = SPLIT_SEED) -> Split:
@@ -61,6 +107,12 @@ def make_split(dataset: str, name: str, official: dict[str, list[Sample]], seed:
             f"unknown split '{name}' (use official, {', '.join(SEED_SPLITS)} or a path to a split .json/.txt file)")
     val_frac, test_frac = SEED_SPLITS[name]
     pool = ids.get("train") or ids.get("all") or []
+    if dataset == "kvasir-seg" and name == "seed002":
+        official_split = kvasir_official(pool, seed)
+        if official_split is not None:
+            return official_split
+        log.info("kvasir-seg: no official Kvasir-SEG id among %d images (synthetic replica?): "
+                 "seed002 carves 6%%/6%% by hash order instead", len(pool))
     if test_frac is None:
         if "test" not in ids:
             raise LesionBenchError(f"{dataset}: split {name} uses the official test set, which is not present")
@@ -115,7 +167,8 @@ def read_split_file(path: Path) -> Split:
 
 
 def _pool_hash(official: dict[str, list[Sample]]) -> str:
-    text = json.dumps({k: sorted(s.id for s in v) for k, v in sorted(official.items())})
+    """Hash of the ids and the split algorithm's version (a new algorithm rewrites old splits)."""
+    text = json.dumps({"version": SPLIT_VERSION, **{k: sorted(s.id for s in v) for k, v in sorted(official.items())}})
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

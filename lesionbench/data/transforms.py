@@ -59,8 +59,10 @@ RECIPES: dict[str, Callable[[], list[A.BasicTransform]]] = {
 }
 
 
-def build_transforms(name: str, image_size: int, train: bool, seed: int | None = None) -> A.Compose:
-    """Train: resize + recipe + normalise; eval (train=False): resize + normalise only.
+def build_transforms(name: str, image_size: int, train: bool, seed: int | None = None, *,
+                     mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> A.Compose:
+    """Train: resize + recipe + normalise (ImageNet's mean/std unless given); eval (train=False):
+    resize + normalise only.
 
     ``seed``: albumentations 2 draws from the Compose's own generator (global seeds never reach
     it), so a run passes its seed here; loader workers re-seed it (datamodule.seed_worker).
@@ -71,6 +73,6 @@ def build_transforms(name: str, image_size: int, train: bool, seed: int | None =
     return A.Compose([
         A.Resize(image_size, image_size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST),
         *middle,
-        A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        A.Normalize(mean=mean, std=std),
         ToTensorV2(transpose_mask=True),
     ], seed=seed)

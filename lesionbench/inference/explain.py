@@ -4,12 +4,23 @@ Seed 004 shows two views: a CAM at the last layer (what the final pixel decision
 and a Grad-CAM at the bottleneck (what the global context encodes). Every registered model
 names both layers in ``model.cam_layers()``, so the same code explains every architecture.
 
-``cam`` is the library's ``GradCAM`` at the ``last`` layer. Why: when the head after that
-layer is linear (a 1×1 conv, then bilinear upsampling), the Grad-CAM channel weights are the
-head's class weights times the mean of the target mask, so Grad-CAM there *is* the classic
-CAM of Zhou et al. (weights × activations, ReLU, min-max scaled) — what the seed's hook code
-computes — while staying exact for heads that are not purely linear. ``eigencam`` is offered
-as a gradient-free alternative at either layer.
+What seed 004's code computes, exactly, is ``cam-writeup`` and ``gradcam-writeup``:
+
+- ``cam-writeup`` (default layer ``head``, the final 1×1 conv): weights = the spatial mean of
+  the model output per output channel; map = sum over c < #output channels of weight[c] ×
+  activation channel c (the code enumerates the *output's* channels, so with one output only
+  activation channel 0 counts); ReLU; min-max scaled. At the head this is ReLU(mean(logit) ×
+  logit): it lights the lesion only when the mean logit is positive, the background otherwise.
+- ``gradcam-writeup`` (default layer ``bottleneck``): the target is the logit of the centre
+  pixel (h//2, w//2) of the chosen class; weights = spatial mean of the layer's gradients;
+  ReLU(sum weight × activation); min-max scaled (pytorch-grad-cam's ``GradCAM``, whose only
+  additions are a 1e-7 in the division and the resize to the image).
+
+How ``cam`` and ``gradcam`` differ: both are the library's ``GradCAM`` with the target = sum of
+the class logits over the predicted mask (``SemanticSegmentationTarget``), not one pixel;
+``cam`` hooks the ``last`` feature layer, where (linear head) the channel weights are the head's
+class weights times the mean of the mask: the classic CAM of Zhou et al. over all channels, not
+the write-up's channel-0 product. ``eigencam`` is a gradient-free alternative at either layer.
 """
 
 from __future__ import annotations
@@ -34,11 +45,11 @@ from lesionbench.inference.load import load_run
 from lesionbench.inference.predict import final_logits, save_png
 
 METHODS: dict[str, type] = {
-    "cam": GradCAM, "gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM,
+    "cam": GradCAM, "gradcam": GradCAM, "cam-writeup": GradCAM, "gradcam-writeup": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM,
     "hirescam": HiResCAM, "layercam": LayerCAM, "eigencam": EigenCAM, "eigengradcam": EigenGradCAM,
 }
 #: Seed 004: CAM at the last layer, Grad-CAM (and the other methods) at the bottleneck.
-DEFAULT_LAYER = {"cam": "last"}
+DEFAULT_LAYER = {"cam": "last", "cam-writeup": "head", "gradcam-writeup": "bottleneck"}
 
 
 class SingleOutput(nn.Module):
@@ -58,7 +69,7 @@ def tensor_layer(model: nn.Module, name: str, x: torch.Tensor) -> nn.Module:
 
     One probing forward pass checks this; a layer that is never called fails with one line.
     """
-    layers = model.cam_layers()
+    layers = {**model.cam_layers(), "head": model.head}
     if name not in layers:
         raise LesionBenchError(f"unknown layer {name!r} for {type(model).__name__} (known: {', '.join(layers)})")
     layer, seen = layers[name], {}
@@ -92,6 +103,33 @@ def _spatial(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+class PixelTarget:
+    """Seed 004's Grad-CAM target: one class logit at one pixel (default: the centre)."""
+
+    def __init__(self, class_index: int, pixel: tuple[int, int] | None = None) -> None:
+        self.class_index, self.pixel = class_index, pixel
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        y, x = self.pixel or (output.shape[-2] // 2, output.shape[-1] // 2)
+        return output[self.class_index, y, x]
+
+
+def writeup_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module) -> np.ndarray:
+    """Seed 004's ``CAM.compute_cam`` for one image: sum_c mean(output_c) × activation_c, ReLU, min-max."""
+    seen: dict[str, torch.Tensor] = {}
+    hook = layer.register_forward_hook(lambda _m, _i, o: seen.__setitem__("a", o))
+    try:
+        with torch.no_grad():
+            out = SingleOutput(model).eval()(x)
+    finally:
+        hook.remove()
+    acts, weights = seen["a"][0].detach().float(), out[0].detach().float().mean(dim=(1, 2))
+    cam = sum(w * acts[c] for c, w in enumerate(weights[: acts.shape[0]])).clamp(min=0)
+    cam = cam - cam.min()
+    peak = cam.max()
+    return (cam / peak if peak > 0 else cam).numpy().astype(np.float32)
+
+
 def explain_array(model: nn.Module, cfg: ExperimentConfig, image: np.ndarray, method: str = "gradcam",
                   layer: str | None = None, class_index: int = 0, threshold: float = 0.5,
                   x: torch.Tensor | None = None) -> np.ndarray:
@@ -115,12 +153,16 @@ def explain_array(model: nn.Module, cfg: ExperimentConfig, image: np.ndarray, me
     target_layer = tensor_layer(model, layer, x)
     if not 0 <= class_index < logits.shape[1]:
         raise LesionBenchError(f"--class {class_index}: the model has {logits.shape[1]} output channel(s)")
-    mask = (logits[0, class_index].sigmoid() > threshold).float().numpy()
-    if not mask.any():
-        mask = np.ones_like(mask)
-    target = SemanticSegmentationTarget(class_index, mask)
-    with METHODS[method](model=wrapped, target_layers=[target_layer], reshape_transform=_spatial) as cam:
-        heat = cam(input_tensor=x, targets=[target])[0]
+    if method == "cam-writeup":
+        heat = writeup_cam(model, x, target_layer)
+    else:
+        mask = (logits[0, class_index].sigmoid() > threshold).float().numpy()
+        if not mask.any():
+            mask = np.ones_like(mask)
+        target = PixelTarget(class_index) if method == "gradcam-writeup" \
+            else SemanticSegmentationTarget(class_index, mask)
+        with METHODS[method](model=wrapped, target_layers=[target_layer], reshape_transform=_spatial) as cam:
+            heat = cam(input_tensor=x, targets=[target])[0]
     heat = np.nan_to_num(heat.astype(np.float32))
     resized = Image.fromarray(heat).resize((image.shape[1], image.shape[0]), Image.BILINEAR)
     return np.clip(np.asarray(resized, np.float32), 0.0, 1.0)

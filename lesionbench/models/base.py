@@ -6,6 +6,7 @@ segmentation-models-pytorch puts every architecture behind one ``SegmentationMod
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,16 +33,40 @@ class SegmentationModel(nn.Module):
     head: nn.Module
     #: Per-head loss weights, coarsest first; None when the model has one output.
     deep_supervision_weights: list[float] | None = None
+    #: True: coarse heads train against masks downsampled to their size (FCT); False: their
+    #: logits are upsampled to the mask.
+    deep_supervision_downsample_masks: bool = False
     #: The input size the write-up used (square).
     default_input_size: int = 224
+    #: Inputs are padded to a multiple of this (the network's total stride), logits cropped back.
+    size_multiple: int = 32
+    #: Exact pretrained encoder weights (``torchvision:ResNet50_Weights.IMAGENET1K_V1``, ``none``),
+    #: set by ``create_model`` from ``pretrained.weights_id``.
+    weights_id: str = "none"
 
     def forward(self, x: Tensor) -> Logits:
+        """Inputs of any H×W (767×1022 for seed 004): zero-padded right/bottom to ``size_multiple``,
+        logits cropped back, so no layer sees a size its strides cannot halve evenly."""
         size = x.shape[-2:]
+        pad_h, pad_w = -size[0] % self.size_multiple, -size[1] % self.size_multiple
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        padded = x.shape[-2:]
         out = self.head(self.decoder(self.encoder(x)))
+        if pad_h or pad_w:
+            out = [self._crop(o, size, padded) for o in out] if isinstance(out, (list, tuple)) \
+                else self._crop(out, size, padded)
         if isinstance(out, (list, tuple)):
             heads = [self._resize(o, size) if i == len(out) - 1 else o for i, o in enumerate(out)]
             return heads if self.training else self.merge_heads([self._resize(o, size) for o in heads])
         return self._resize(out, size)
+
+    @staticmethod
+    def _crop(t: Tensor, size: torch.Size, padded: torch.Size) -> Tensor:
+        """The part of an output (at any scale of the padded input) that covers the real image."""
+        h = math.ceil(t.shape[-2] * size[0] / padded[0])
+        w = math.ceil(t.shape[-1] * size[1] / padded[1])
+        return t[..., :h, :w]
 
     @staticmethod
     def _resize(t: Tensor, size: torch.Size) -> Tensor:
@@ -61,8 +86,14 @@ class SegmentationModel(nn.Module):
         return out
 
     def decoder_modules(self) -> list[nn.Module]:
-        """What a weight initialiser may touch: never the (possibly pretrained) encoder."""
+        """The decoder and the head: every part that is never a pretrained encoder."""
         return [self.decoder, self.head]
+
+    def init_modules(self) -> list[nn.Module]:
+        """What ``model.init`` initialises: every layer, except a pretrained encoder (ImageNet or a
+        file), whose weights must never be reset. Seed 003's U-Nets train from scratch, so their
+        init reaches the encoder too."""
+        return self.decoder_modules() if self.weights_id != "none" else [self.encoder, *self.decoder_modules()]
 
     def cam_layers(self) -> dict[str, nn.Module]:
         """Layers for CAM / Grad-CAM: the last feature layer before logits and the bottleneck."""

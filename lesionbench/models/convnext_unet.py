@@ -55,14 +55,14 @@ class ConvNeXtUNet(SegmentationModel):
         return {"last": self.decoder.blocks[-1], "bottleneck": list(self.encoder.stages().values())[-1]}
 
 
-@register_model(source="seed 003", input_size=256)
+@register_model(source="seed 003", input_size=256, encoder="timm:{encoder}")
 def unet_convnext_attention(num_classes: int = 5, weights: str = DEFAULT_WEIGHTS,
                             encoder: str = "convnext_tiny") -> ConvNeXtUNet:
     """ConvNeXt-Tiny encoder, residual + attention-gated decoder (ISIC 2018 Task 2)."""
     return ConvNeXtUNet(num_classes, weights, encoder)
 
 
-@register_model(source="test", input_size=64)
+@register_model(source="test", input_size=64, encoder="timm:convnext_atto")
 def test_unet_convnext(num_classes: int = 1, weights: str = "none") -> ConvNeXtUNet:
     """ConvNeXt-Atto variant, for fast tests."""
     return ConvNeXtUNet(num_classes, weights, "convnext_atto")

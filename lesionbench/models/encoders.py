@@ -9,12 +9,14 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from lesionbench.errors import LesionBenchError
-from lesionbench.models.weights import load_encoder_weights, weights_kind
+from lesionbench.models.pretrained import resolve
+from lesionbench.models.weights import load_encoder_weights
 
 
 class ResNetEncoder(nn.Module):
     """torchvision ResNet without avgpool/fc; taps after relu(conv1) and layer1..layer4.
 
+    ``weights``: imagenet (= IMAGENET1K_V1, see models/pretrained.py), IMAGENET1K_V1/V2, none, a file.
     Stages use the Keras/paper names: conv1 = stem, conv2 = maxpool+layer1, ..., conv5 = layer4.
     """
 
@@ -25,13 +27,15 @@ class ResNetEncoder(nn.Module):
                     50: (tvm.resnet50, tvm.ResNet50_Weights), 101: (tvm.resnet101, tvm.ResNet101_Weights)}
         if depth not in builders:
             raise LesionBenchError(f"resnet depth {depth} not supported (use one of {sorted(builders)})")
-        fn, enum = builders[depth]
-        net = fn(weights=enum.DEFAULT if weights_kind(weights) == "imagenet" else None)
+        fn, _ = builders[depth]
+        pre = resolve(f"torchvision:resnet{depth}", weights)
+        self.weights_id = pre.id
+        net = fn(weights=pre.tag)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         expansion = 4 if depth >= 50 else 1
         self.channels = [64, 64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
-        if weights_kind(weights) == "path":
+        if pre.id.startswith("file:"):
             load_encoder_weights(self, weights)
 
     def stages(self) -> dict[str, nn.Module]:
@@ -59,10 +63,10 @@ class MobileNetV2Encoder(nn.Module):
     def __init__(self, weights: str = "imagenet") -> None:
         super().__init__()
         import torchvision.models as tvm
-        kind = weights_kind(weights)
-        self.features = tvm.mobilenet_v2(
-            weights=tvm.MobileNet_V2_Weights.IMAGENET1K_V1 if kind == "imagenet" else None).features
-        if kind == "path":
+        pre = resolve("torchvision:mobilenet_v2", weights)
+        self.weights_id = pre.id
+        self.features = tvm.mobilenet_v2(weights=pre.tag).features
+        if pre.id.startswith("file:"):
             load_encoder_weights(self, weights)
 
     def stages(self) -> dict[str, nn.Module]:
@@ -78,18 +82,19 @@ class MobileNetV2Encoder(nn.Module):
 
 
 class TimmEncoder(nn.Module):
-    """Any timm backbone with ``features_only=True`` (ConvNeXt-Tiny for seed 003)."""
+    """Any timm backbone with ``features_only=True`` (ConvNeXt-Tiny for seed 003); weights by exact tag."""
 
     def __init__(self, name: str = "convnext_tiny", weights: str = "imagenet") -> None:
         super().__init__()
         import timm
-        kind = weights_kind(weights)
+        pre = resolve(f"timm:{name}", weights)
+        self.weights_id = pre.id
         try:
-            self.model = timm.create_model(name, features_only=True, pretrained=kind == "imagenet")
+            self.model = timm.create_model(pre.tag or name, features_only=True, pretrained=pre.tag is not None)
         except RuntimeError as err:
             raise LesionBenchError(f"timm encoder {name!r}: {err}") from None
         self.channels = list(self.model.feature_info.channels())
-        if kind == "path":
+        if pre.id.startswith("file:"):
             load_encoder_weights(self, weights)
 
     def stages(self) -> dict[str, nn.Module]:

@@ -11,8 +11,9 @@ Built from the write-up and the facts of the authors' TensorFlow code:
   StochasticDepth -> 3x3 conv (ReLU) -> + input; LayerNorm -> Wide-Focus -> StochasticDepth
   -> + residual. The TF code uses stochastic depth rate 0.0; ``drop_path`` sets it.
 - heads after blocks 7, 8, 9: upsample x2 -> LayerNorm -> two 3x3 convs (ReLU) -> 1x1 conv,
-  at 56, 112, 224 for a 224 input (coarse heads stay at their own size, as the TF code trains
-  them against down-sampled masks); loss weights [0.14, 0.29, 0.57]; eval uses the last head.
+  at 56, 112, 224 for a 224 input. Coarse heads stay at their own size and train against the
+  mask subsampled to it (``deep_supervision_downsample_masks``; the TF code's generator yields
+  ``y[:, ::4, ::4], y[:, ::2, ::2], y``); loss weights [0.14, 0.29, 0.57]; eval uses the last head.
 Why not ``nn.MultiheadAttention``: its per-head size is embed_dim / heads, while FCT's heads
 each have key size = channels (projection to heads x channels), so the projections are written
 out and the product uses ``F.scaled_dot_product_attention``.
@@ -156,6 +157,7 @@ class FCTResNet(SegmentationModel):
     """ResNet encoder + FCT decoder; stages encoder, encoder.conv1..conv5, decoder, head."""
 
     deep_supervision_weights = [0.14, 0.29, 0.57]
+    deep_supervision_downsample_masks = True  # the TF code feeds y[::4, ::4], y[::2, ::2], y
 
     def __init__(self, num_classes: int = 1, weights: str = DEFAULT_WEIGHTS, depth: int = 50,
                  heads: int = 2, drop_path: float = 0.0,
@@ -169,14 +171,14 @@ class FCTResNet(SegmentationModel):
         return {"last": self.decoder.blocks[-1], "bottleneck": self.decoder.bottleneck}
 
 
-@register_model(source="seed 000", input_size=224, heads=3)
+@register_model(source="seed 000", input_size=224, heads=3, encoder="torchvision:resnet50")
 def fct_resnet50(num_classes: int = 1, weights: str = DEFAULT_WEIGHTS, heads: int = 2,
                  drop_path: float = 0.0) -> FCTResNet:
     """ResNet-50 encoder + FCT decoder with three deep-supervision heads (DermSeg)."""
     return FCTResNet(num_classes, weights, 50, heads, drop_path)
 
 
-@register_model(source="test", input_size=64, heads=3)
+@register_model(source="test", input_size=64, heads=3, encoder="torchvision:resnet18")
 def test_fct_resnet(num_classes: int = 1, weights: str = "none") -> FCTResNet:
     """ResNet-18 + narrow FCT decoder, for fast tests."""
     return FCTResNet(num_classes, weights, 18, channels=(8, 8, 16, 16, 32))

@@ -96,7 +96,7 @@ class MobileNetUNet(SegmentationModel):
         return {"last": self.decoder.conv3, "bottleneck": self.encoder.features[18]}
 
 
-@register_model(source="seed 001", input_size=128)
+@register_model(source="seed 001", input_size=128, encoder="torchvision:mobilenet_v2")
 def mobilenet_unet(num_classes: int = 1, weights: str = DEFAULT_WEIGHTS, dilation: int = 2) -> MobileNetUNet:
     """MobileNetV2 encoder + AdvancedDecoder (6,995,457 params, matching the write-up)."""
     return MobileNetUNet(num_classes, weights, dilation)

@@ -85,6 +85,7 @@ class PSPNet(SegmentationModel):
     """PSPNet of seed 004; stages encoder, encoder.stage1/2, decoder, head."""
 
     default_input_size = 256
+    size_multiple = 4  # two stride-2 convs; pyramid pooling takes any size
 
     def __init__(self, num_classes: int = 1, backbone_features: int = 512,
                  pool_sizes: tuple[int, ...] = (1, 2, 3, 6), aux: bool = False) -> None:

@@ -39,6 +39,7 @@ class _Entry:
     input_size: int
     heads: int
     defaults: dict[str, Any]
+    encoder: str | None = None
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -47,16 +48,18 @@ _FAMILIES: dict[str, Callable[..., SegmentationModel]] = {}
 
 
 def register_model(name: str | None = None, *, source: str = "lesionbench", input_size: int = 224,
-                   heads: int = 1, **defaults: Any) -> Callable[[Builder], Builder]:
+                   heads: int = 1, encoder: str | None = None, **defaults: Any) -> Callable[[Builder], Builder]:
     """Register ``fn(num_classes, **options)``; the name defaults to the function name with dashes.
 
     ``defaults`` are extra options bound to this name (used for ``test-*`` and smp entries).
+    ``encoder``: the pretrained encoder as ``<library>:<arch>`` (``{option}`` fields are filled
+    from the options), so ``pretrained.weights_id`` names the weights without building.
     """
     def deco(fn: Builder) -> Builder:
         key = name or fn.__name__.replace("_", "-")
         if key in _REGISTRY:
             raise ValueError(f"model {key!r} registered twice")
-        _REGISTRY[key] = _Entry(fn, source, input_size, heads, dict(defaults))
+        _REGISTRY[key] = _Entry(fn, source, input_size, heads, dict(defaults), encoder)
         return fn
     return deco
 
@@ -70,6 +73,17 @@ def model_names() -> list[str]:
     """Registered names, sorted (the smp family also parses names not listed here)."""
     _ensure_loaded()
     return sorted(_REGISTRY)
+
+
+def builder_info(name: str) -> tuple[Builder | None, str | None, dict[str, Any]]:
+    """(builder, encoder reference, bound defaults) of a model name; smp family names parse."""
+    _ensure_loaded()
+    entry = _REGISTRY.get(name)
+    if entry is not None:
+        return entry.fn, entry.encoder, entry.defaults
+    if name.startswith("smp:") and "/" in name:
+        return None, "smp:" + name.split("/", 1)[1], {}
+    raise LesionBenchError(f"unknown model {name!r} (model.name in the experiment; see `lesionbench models`)")
 
 
 def accepts_option(name: str, key: str) -> bool:
@@ -111,6 +125,8 @@ def create_model(name: str, num_classes: int = 1, **options: Any) -> Segmentatio
             raise LesionBenchError(f"unknown model {name!r}: {hint} (model.name in the experiment)")
         model = family(name, num_classes=num_classes, **options)
     model._lb_config = {"name": name, "num_classes": num_classes, "options": options}
+    from lesionbench.models.pretrained import weights_id
+    model.weights_id = weights_id(name, options)
     return model
 
 

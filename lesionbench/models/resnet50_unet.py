@@ -53,14 +53,14 @@ class ResNetUNet(SegmentationModel):
         return {"last": self.decoder.blocks[-1], "bottleneck": self.encoder.layer4}
 
 
-@register_model(source="seed 002", input_size=256)
+@register_model(source="seed 002", input_size=256, encoder="torchvision:resnet50")
 def resnet50_unet(num_classes: int = 1, weights: str = DEFAULT_WEIGHTS,
                   decoder_channels: tuple[int, ...] = (512, 256, 128, 64, 32)) -> ResNetUNet:
     """ResNet-50 encoder U-Net, transposed-conv up-steps + double conv (Kvasir-SEG)."""
     return ResNetUNet(num_classes, weights, 50, decoder_channels)
 
 
-@register_model(source="test", input_size=64)
+@register_model(source="test", input_size=64, encoder="torchvision:resnet18")
 def test_resnet_unet(num_classes: int = 1, weights: str = "none") -> ResNetUNet:
     """ResNet-18 U-Net with a narrow decoder, for fast tests."""
     return ResNetUNet(num_classes, weights, 18, (32, 16, 16, 8, 8))

@@ -15,8 +15,9 @@ from torch import nn
 
 from lesionbench.errors import LesionBenchError
 from lesionbench.models.base import SegmentationModel
+from lesionbench.models.pretrained import resolve
 from lesionbench.models.registry import register_family, register_model
-from lesionbench.models.weights import DEFAULT_WEIGHTS, load_encoder_weights, weights_kind
+from lesionbench.models.weights import DEFAULT_WEIGHTS, load_encoder_weights
 
 ARCHS = ("Unet", "UnetPlusPlus", "MAnet", "Linknet", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus",
          "PAN", "UPerNet", "Segformer")
@@ -32,10 +33,10 @@ class SmpModel(SegmentationModel):
                  weights: str = DEFAULT_WEIGHTS, **kwargs: Any) -> None:
         super().__init__()
         import segmentation_models_pytorch as smp
-        kind = weights_kind(weights)
+        pre = resolve(f"smp:{encoder_name}", weights)
         try:
             net = smp.create_model(arch, encoder_name=encoder_name, classes=num_classes,
-                                   encoder_weights="imagenet" if kind == "imagenet" else None, **kwargs)
+                                   encoder_weights=pre.tag, **kwargs)
         except KeyError as err:
             close = difflib.get_close_matches(encoder_name, smp.encoders.get_encoder_names(), n=5)
             raise LesionBenchError(f"smp:{arch}/{encoder_name}: unknown encoder ({err}); "
@@ -46,8 +47,9 @@ class SmpModel(SegmentationModel):
             raise LesionBenchError(f"smp:{arch}/{encoder_name}: aux_params (classification head) unsupported")
         self.encoder, self.decoder, self.head = net.encoder, net.decoder, net.segmentation_head
         self.arch, self.encoder_name = arch, encoder_name
-        if kind == "path":
-            load_encoder_weights(self.encoder, weights)
+        if pre.id.startswith("file:"):
+            load_encoder_weights(self.encoder, weights)  # a full library state dict, before pruning
+        self.dropped = drop_unused(self, self.encoder)
 
     def stages(self) -> dict[str, nn.Module]:
         out = {"encoder": self.encoder}
@@ -83,6 +85,59 @@ class SmpModel(SegmentationModel):
         return finished[-1] if finished else None
 
 
+class Unused(nn.Module):
+    """Stands in for a dropped module: passes its first input through (any call signature)."""
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return x
+
+
+def drop_unused(model: nn.Module, part: nn.Module, probes: tuple[int, ...] = (64, 256)) -> list[str]:
+    """Replace sub-modules of ``part`` none of whose parameters reach the output by ``Unused``.
+
+    Why: smp keeps what its encoders never use (efficientnet's ``_conv_head``/``_bn1``; the stage
+    past ``encoder_depth`` that mobilenet/efficientnet compute and slice away; PSPNet's deep
+    stages): parameters without gradient inflate the parameter count and make DDP fail without
+    ``find_unused_parameters``. One eval-mode pass on zeros finds them (autograd's ``allow_unused``);
+    on the meta device nothing is dropped.
+    """
+    params = list(part.named_parameters())
+    if not params or params[0][1].device.type == "meta":
+        return []
+    grads = _probe_grads(model, [p for _, p in params], probes)
+    if grads is None:  # no probe size fits this architecture: keep everything
+        return []
+    unused = {n for (n, _), g in zip(params, grads) if g is None}
+    dropped: list[str] = []
+    for name, module in list(part.named_modules()):
+        own = [f"{name}.{n}" for n, _ in module.named_parameters()]
+        if not name or not own or any(name.startswith(d + ".") for d in dropped):
+            continue
+        if all(n in unused for n in own):
+            parent, _, attr = name.rpartition(".")
+            setattr(part.get_submodule(parent) if parent else part, attr, Unused())
+            dropped.append(name)
+    return dropped
+
+
+def _probe_grads(model: nn.Module, params: list[torch.Tensor], probes: tuple[int, ...]) -> tuple | None:
+    """Gradients (None = unused) of ``params`` for one eval-mode pass on zeros, at the first size that fits."""
+    was_training = model.training
+    model.eval()
+    try:
+        for size in probes:  # PAN's pyramid attention needs 256 px
+            try:
+                with torch.enable_grad():
+                    out = model(torch.zeros(1, 3, size, size, device=params[0].device))
+            except RuntimeError:
+                continue
+            out = out[-1] if isinstance(out, (list, tuple)) else out
+            return torch.autograd.grad(out.sum(), params, allow_unused=True)
+        return None
+    finally:
+        model.train(was_training)
+
+
 def parse_smp(name: str, num_classes: int = 1, **options: Any) -> SmpModel:
     """``smp:<Arch>/<encoder>`` -> SmpModel; the arch name is case-insensitive."""
     import segmentation_models_pytorch as smp
@@ -110,7 +165,7 @@ def _register_matrix() -> None:
                       _e: str = enc, **kwargs: Any) -> SmpModel:
                 return SmpModel(_a, _e, num_classes, weights, **kwargs)
             build.__doc__ = f"smp {arch} with a {enc} encoder."
-            register_model(f"smp:{arch}/{enc}", source="smp", input_size=224)(build)
+            register_model(f"smp:{arch}/{enc}", source="smp", input_size=224, encoder=f"smp:{enc}")(build)
 
 
 _register_matrix()

@@ -66,6 +66,7 @@ class UNet(SegmentationModel):
     """U-Net (Ronneberger et al. 2015); ``residual`` / ``attention`` give seed 003's variants."""
 
     default_input_size = 256
+    size_multiple = 16  # four 2x2 max-pools
 
     def __init__(self, num_classes: int = 1, base_channels: int = 64, bilinear: bool = False,
                  attention: bool = False, residual: bool = False) -> None:

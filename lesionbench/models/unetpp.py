@@ -76,6 +76,7 @@ class UNetPlusPlus(SegmentationModel):
     """UNet++; stages encoder, encoder.conv0_0..conv4_0, decoder, head."""
 
     default_input_size = 256
+    size_multiple = 16  # four 2x2 max-pools
 
     def __init__(self, num_classes: int = 1, base_channels: int = 32, deep_supervision: bool = True,
                  mode: Literal["accurate", "fast"] = "accurate", fast_head: int = 4) -> None:

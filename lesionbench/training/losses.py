@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 
 import segmentation_models_pytorch.losses as smp_losses
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lesionbench.config import LossConfig, LossTerm
@@ -85,14 +86,26 @@ def _resolve_options(term: LossTerm, where: str) -> dict[str, float | None]:
     return {**allowed, **term.options}
 
 
-class SegmentationLoss(nn.Module):
-    """Weighted sum of terms; a list of logits (coarsest first) is deep supervision."""
+def downsample_mask(target: Tensor, size: tuple[int, int]) -> Tensor:
+    """Nearest-neighbour mask at a coarse head's size: for an integer factor s this is the FCT
+    code's ``y[:, ::s, ::s]`` (every s-th pixel), so the mask stays {0, 1}."""
+    return target if tuple(target.shape[-2:]) == size else F.interpolate(target.float(), size=size, mode="nearest")
 
-    def __init__(self, terms: Sequence[tuple[float, LossTermModule]], ds_weights: Sequence[float] | None) -> None:
+
+class SegmentationLoss(nn.Module):
+    """Weighted sum of terms; a list of logits (coarsest first) is deep supervision.
+
+    ``downsample_masks``: a head smaller than the mask is scored against the mask downsampled to
+    its size (FCT's deep supervision); otherwise its logits are upsampled to the mask.
+    """
+
+    def __init__(self, terms: Sequence[tuple[float, LossTermModule]], ds_weights: Sequence[float] | None,
+                 downsample_masks: bool = False) -> None:
         super().__init__()
         self.weights = [float(w) for w, _ in terms]
         self.terms = nn.ModuleList([m for _, m in terms])
         self.ds_weights = None if ds_weights is None else [float(w) for w in ds_weights]
+        self.downsample_masks = downsample_masks
 
     def components(self, logits: Tensor, target: Tensor) -> dict[str, Tensor]:
         """Unweighted value of each term on one head (for logging)."""
@@ -124,10 +137,14 @@ class SegmentationLoss(nn.Module):
             return self.single(logits, target)
         heads = list(logits)
         weights = self.head_weights(len(heads))
+        if self.downsample_masks:
+            return sum(w * self.single(h, downsample_mask(target, tuple(h.shape[-2:])))  # type: ignore[return-value]
+                       for w, h in zip(weights, heads))
         return sum(w * self.single(h, target) for w, h in zip(weights, heads))  # type: ignore[return-value]
 
 
-def build_loss(cfg: LossConfig, default_ds_weights: list[float] | None = None) -> SegmentationLoss:
+def build_loss(cfg: LossConfig, default_ds_weights: list[float] | None = None,
+               downsample_masks: bool = False) -> SegmentationLoss:
     """Build the weighted loss; deep-supervision weights: config, else the model's default, else equal."""
     if not cfg.terms:
         raise LesionBenchError("loss.terms: empty; give at least one term, e.g. [{name: bce}, {name: dice}]")
@@ -136,4 +153,4 @@ def build_loss(cfg: LossConfig, default_ds_weights: list[float] | None = None) -
         opts = _resolve_options(term, f"loss.terms[{i}]")
         terms.append((term.weight, LossTermModule(term.name, opts)))
     ds = cfg.deep_supervision_weights if cfg.deep_supervision_weights is not None else default_ds_weights
-    return SegmentationLoss(terms, ds)
+    return SegmentationLoss(terms, ds, downsample_masks)

@@ -45,8 +45,9 @@ class SegmentationTask(L.LightningModule):
         self.cfg = ExperimentConfig.model_validate(config)
         self.threshold = threshold
         self.model = create_model(self.cfg.model.name, num_classes=self.cfg.num_classes, **self.cfg.model.options)
-        init_weights(self.model.decoder_modules(), self.cfg.model.init)
-        self.loss_fn = build_loss(self.cfg.loss, getattr(self.model, "deep_supervision_weights", None))
+        init_weights(self.model.init_modules(), self.cfg.model.init)
+        self.loss_fn = build_loss(self.cfg.loss, getattr(self.model, "deep_supervision_weights", None),
+                                  getattr(self.model, "deep_supervision_downsample_masks", False))
         self.val_dice = ValDice()
         self.val_primary = ValPrimary(self.cfg.dataset.name)
         self.test_stats = PerImageStats()
