@@ -13,14 +13,16 @@ from PIL import Image
 from lesionbench.config import ExperimentConfig
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tiny_synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+@pytest.fixture(scope="module", params=["imagenet", "dataset"])
+def tiny_run(request: pytest.FixtureRequest, tiny_synthetic: Path,
+             tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A real one-epoch training at 32 px (images are 48-72 px JPEGs, so resizing matters); the high
     learning rate gives non-trivial masks, so a different resize changes the per-image scores."""
     from lesionbench.training.run import train
     tmp = tmp_path_factory.mktemp("parity")
     cfg = ExperimentConfig.model_validate({
-        "name": "parity", "dataset": {"name": "synthetic", "image_size": 32, "augmentation": "basic"},
+        "name": "parity", "dataset": {"name": "synthetic", "image_size": 32, "augmentation": "basic",
+                                              "normalize": request.param},  # seed 003: its training split's stats
         "model": {"name": "unet", "options": {"base_channels": 8}}, "optimizer": {"lr": 0.02},
         "trainer": {"epochs": 1, "batch_size": 4, "accelerator": "cpu", "devices": 1}})
     with pytest.MonkeyPatch.context() as mp:
@@ -44,11 +46,14 @@ def _test_samples(run: Path, work: Path, tiny_synthetic: Path) -> tuple[list, ob
 
 def test_model_input_is_the_test_batch_item(tiny_run: tuple[Path, Path], tiny_synthetic: Path) -> None:
     from lesionbench.data.preprocess import model_input
+    from lesionbench.inference.load import load_run, run_stats
     run, work = tiny_run
     samples, dm = _test_samples(run, work, tiny_synthetic)
     loader_items = dm.test_dataloader().dataset
+    stats = run_stats(load_run(run)[0].model)  # recorded in metrics.json by the run
+    assert stats == (tuple(dm.mean), tuple(dm.std))
     for i, s in enumerate(samples):
-        x, size = model_input(s.image, 32, "basic")
+        x, size = model_input(s.image, 32, "basic", stats)
         assert torch.equal(x, loader_items[i]["image"]), s.id
         assert size == tuple(loader_items[i]["orig_mask"].shape[-2:])
 

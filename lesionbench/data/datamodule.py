@@ -194,11 +194,14 @@ class SegmentationDataModule(L.LightningDataModule):
                               mean=self.mean, std=self.std)
         return SegmentationDataset(samples, self.layout, size, tf, cache, with_orig=part == "test")
 
-    def restrict(self, part: str, exclude: set[str]) -> list[Sample]:
+    def restrict(self, part: str, exclude: set[str], stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+                 ) -> list[Sample]:
         """Drop ``exclude`` ids from one part and rebuild it for scoring at original size (a
-        cross-dataset evaluation removes the images the model was trained on); returns what is kept."""
+        cross-dataset evaluation removes the images the model was trained on, and normalises with the
+        model's own ``stats``); returns what is kept."""
         self.parts[part] = [s for s in self._part(part) if s.id not in exclude]
-        tf = build_transforms(self.cfg.augmentation, self.cfg.image_size, train=False, mean=self.mean, std=self.std)
+        mean, std = stats or (self.mean, self.std)
+        tf = build_transforms(self.cfg.augmentation, self.cfg.image_size, train=False, mean=mean, std=std)
         # decoded on the fly: a cache of this subset would replace the full part's cache
         self._datasets[part] = SegmentationDataset(self.parts[part], self.layout, self.cfg.image_size, tf,
                                                    cache=None, with_orig=True)

@@ -41,7 +41,7 @@ from lesionbench.config import ExperimentConfig
 from lesionbench.data.decode import load_image
 from lesionbench.data.preprocess import eval_tensor, model_input
 from lesionbench.errors import LesionBenchError
-from lesionbench.inference.load import load_run
+from lesionbench.inference.load import load_run, run_stats
 from lesionbench.inference.predict import final_logits, save_png
 
 METHODS: dict[str, type] = {
@@ -146,7 +146,7 @@ def explain_array(model: nn.Module, cfg: ExperimentConfig, image: np.ndarray, me
     for p in wrapped.parameters():  # frozen stages would otherwise give the layer no gradient
         p.requires_grad_(True)
     if x is None:
-        x = eval_tensor(image, cfg.dataset.image_size, cfg.dataset.augmentation)
+        x = eval_tensor(image, cfg.dataset.image_size, cfg.dataset.augmentation, run_stats(model))
     x = x.unsqueeze(0)
     with torch.no_grad():
         logits = wrapped(x)
@@ -182,7 +182,7 @@ def explain_file(run_dir: str | Path, image_path: str | Path, out: str | Path, m
     task, cfg = load_run(run_dir)
     image = load_image(path)
     layer = layer or DEFAULT_LAYER.get(method, "bottleneck")
-    x, _ = model_input(path, cfg.dataset.image_size, cfg.dataset.augmentation)
+    x, _ = model_input(path, cfg.dataset.image_size, cfg.dataset.augmentation, run_stats(task.model))
     heat = explain_array(task.model, cfg, image, method, layer, class_index, x=x)
     tag = method.replace("+", "p")
     return save_png(heatmap_overlay(image, heat), Path(out) / f"{path.stem}_{tag}_{layer}.png")

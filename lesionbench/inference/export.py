@@ -25,7 +25,7 @@ from torch import nn
 from lesionbench.data.preprocess import describe
 from lesionbench.errors import LesionBenchError
 from lesionbench.inference.explain import SingleOutput
-from lesionbench.inference.load import class_names, load_run
+from lesionbench.inference.load import class_names, load_run, run_stats
 
 Format = Literal["safetensors", "onnx", "torchscript"]
 FORMATS: tuple[str, ...] = ("safetensors", "onnx", "torchscript")
@@ -94,7 +94,7 @@ def export_run(run_dir: str | Path, fmt: Format, out: str | Path) -> Path:
         save_pretrained(model, out)
         meta = json.loads((out / "config.json").read_text())
         meta.update(experiment=cfg.name, class_names=class_names(cfg), threshold=0.5,
-                    preprocessing=describe(size))
+                    preprocessing=describe(size, run_stats(task.model)))
         (out / "config.json").write_text(json.dumps(meta, indent=2, default=str))
         with torch.no_grad():
             _check(str(out), SingleOutput(load_pretrained(out).eval())(x), want)

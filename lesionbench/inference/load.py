@@ -84,6 +84,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[S
                                f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
                                "re-run the experiment to recreate it") from None
     task.cfg = cfg
+    task.model.normalization = _stats(Path(run_dir))  # what the run normalised with (data/preprocess.py)
     return task.to(device).eval(), cfg
 
 
@@ -98,3 +99,22 @@ def class_names(cfg: ExperimentConfig) -> list[str]:
     from lesionbench.data.layouts import get_layout
     names = list(get_layout(cfg.dataset.name).class_names)
     return names if len(names) == cfg.num_classes else [f"class{i}" for i in range(cfg.num_classes)]
+
+
+def _stats(run_dir: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The normalisation mean/std a run trained with (metrics.json "preprocessing"), ImageNet's for a
+    run written before it was recorded (they all used ImageNet's)."""
+    from lesionbench.data.preprocess import IMAGENET
+
+    pre = (read_metrics(run_dir).model_extra or {}).get("preprocessing") or {}
+    try:
+        return tuple(pre["mean"]), tuple(pre["std"])
+    except (KeyError, TypeError):
+        return IMAGENET
+
+
+def run_stats(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The normalisation of a model loaded by ``load_run`` (ImageNet's for any other model)."""
+    from lesionbench.data.preprocess import IMAGENET
+
+    return getattr(model, "normalization", IMAGENET)

@@ -19,7 +19,7 @@ from lesionbench.config import ExperimentConfig
 from lesionbench.data.decode import load_image
 from lesionbench.data.preprocess import eval_tensor, model_input
 from lesionbench.errors import LesionBenchError
-from lesionbench.inference.load import class_names, load_run
+from lesionbench.inference.load import class_names, load_run, run_stats
 from lesionbench.inference.outputs import OutputFormat, plan
 from lesionbench.training.metrics import resize_logits_to
 
@@ -56,13 +56,13 @@ def predict_tensor(model: nn.Module, x: torch.Tensor, size: tuple[int, int], tta
 def predict_array(model: nn.Module, cfg: ExperimentConfig, image: np.ndarray, tta: bool = False) -> np.ndarray:
     """Probabilities C×H0×W0 for an RGB uint8 H0×W0×3 array, resized as the cache resizes.
     For a file prefer ``predict_path``: it also decodes JPEGs exactly as the cache does."""
-    x = eval_tensor(image, cfg.dataset.image_size, cfg.dataset.augmentation)
+    x = eval_tensor(image, cfg.dataset.image_size, cfg.dataset.augmentation, run_stats(model))
     return predict_tensor(model, x, image.shape[:2], tta)
 
 
 def predict_path(model: nn.Module, cfg: ExperimentConfig, path: str | Path, tta: bool = False) -> np.ndarray:
     """Probabilities C×H0×W0 for an image file, from the same tensor the test loop scored."""
-    x, size = model_input(path, cfg.dataset.image_size, cfg.dataset.augmentation)
+    x, size = model_input(path, cfg.dataset.image_size, cfg.dataset.augmentation, run_stats(model))
     return predict_tensor(model, x, size, tta)
 
 

@@ -40,6 +40,7 @@ def eval_folder(run_dir: Path, dataset: str, split: str = "test") -> Path:
 def _target_config(cfg: ExperimentConfig, dataset: str, split: str, root: str | None) -> ExperimentConfig:
     """The run's own preprocessing (size, normalisation, subset) on the target's official split."""
     ds = cfg.dataset.model_copy(update={"name": dataset, "split": "official", "leakage": "ignore", "cache": False,
+                                        "normalize": "imagenet",  # the model's own stats are applied below
                                         "root": root if root is not None else cfg.dataset.root})
     return cfg.model_copy(update={"dataset": ds})
 
@@ -56,7 +57,7 @@ def evaluate_run(run_dir: str | Path, dataset: str, split: str = "test", root: s
     """Score the finished run at ``run_dir`` on ``dataset``'s ``split`` (leaked images excluded)."""
     import lightning as L
 
-    from lesionbench.inference.load import load_run
+    from lesionbench.inference.load import load_run, run_stats
     from lesionbench.training.metrics import summarize
 
     run_dir = Path(run_dir)
@@ -83,7 +84,7 @@ def evaluate_run(run_dir: str | Path, dataset: str, split: str = "test", root: s
     candidates = target.parts[split]
     leaks = leakage.find_leaks(seen, candidates)
     dropped = {x.eval_id: x.reason for x in leaks}
-    kept = target.restrict(split, exclude=set(dropped))
+    kept = target.restrict(split, exclude=set(dropped), stats=run_stats(task.model))
     if not kept:
         raise LesionBenchError(f"evaluate: every {dataset}/{split} image is also in {run_dir.name}'s training or "
                                "validation data; nothing is left to score")

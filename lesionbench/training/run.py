@@ -22,6 +22,7 @@ from lightning.pytorch.loggers import Logger
 
 from lesionbench.config import ExperimentConfig
 from lesionbench.data import SegmentationDataModule
+from lesionbench.data.preprocess import describe
 from lesionbench.io import atomic_path, atomic_write_text
 from lesionbench.runfolder import (
     WEIGHTS, Determinism, PerImageRow, PhaseDone, RunFolderError, RunInfo, RunMetrics, read_metrics,
@@ -178,6 +179,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, suite: str, callbacks: list[Cal
         "best_checkpoint": WEIGHTS,
         "phases": [p.name for p in task.phases],
         "last_phase": task.phases[-1].name,
+        "preprocessing": describe(cfg.dataset.image_size, (dm.mean, dm.std)),  # predict/explain/export read it
     }})
     _save_weights(task, run_dir / WEIGHTS)
     merge_csv_logs(run_dir / "logs", [f"{i}-{p.name}" for i, p in enumerate(task.phases)])
