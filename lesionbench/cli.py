@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import signal
-import time
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Annotated, Optional
@@ -100,7 +100,13 @@ def run(
     Scale out: lesionbench run --suite matrix --workers 4 --gpus 0,1,2,3 ; lesionbench run --suite matrix --slurm
     """
     from lesionbench.studies.suite import (
-        cross_evaluate, expand_experiment, expand_suite, leaderboard_due, load_suite, run_all, suite_dir_name,
+        cross_evaluate,
+        expand_experiment,
+        expand_suite,
+        leaderboard_due,
+        load_suite,
+        run_all,
+        suite_dir_name,
     )
 
     _quiet()

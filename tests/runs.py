@@ -16,8 +16,15 @@ def fake_run(run_dir: Path, cfg: ExperimentConfig) -> Path:
     them (written through the run-folder models), around an untrained task (fast)."""
     from safetensors.torch import save_model
 
-    from lesionbench.runfolder import (WEIGHTS, PerImageRow, RunInfo, RunMetrics, write_metrics,
-                                       write_per_image, write_run_info)
+    from lesionbench.runfolder import (
+        WEIGHTS,
+        PerImageRow,
+        RunInfo,
+        RunMetrics,
+        write_metrics,
+        write_per_image,
+        write_run_info,
+    )
     from lesionbench.training.metrics import summarize
     from lesionbench.training.task import SegmentationTask
 

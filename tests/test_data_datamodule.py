@@ -101,4 +101,4 @@ def test_from_experiment_and_errors(root: Path, monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(LesionBenchError, match="LESIONBENCH_DATA"):
         resolve_root("isic2016", None)
     with pytest.raises(LesionBenchError, match="call setup"):
-        SegmentationDataModule(DatasetConfig(), batch_size=2).train_ids
+        _ = SegmentationDataModule(DatasetConfig(), batch_size=2).train_ids

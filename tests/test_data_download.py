@@ -1,5 +1,6 @@
 """download(): a local HTTP server (Range-capable) serving a small synthetic zip; resume works."""
 
+import functools
 import http.server
 import threading
 import zipfile
@@ -61,7 +62,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
             if p.is_file():
                 z.write(p, p.relative_to(syn / "kvasir-seg"))
         z.writestr("__MACOSX/Kvasir-SEG/._x.jpg", b"junk")
-    handler = lambda *a, **k: RangeHandler(*a, directory=str(serve), **k)
+    handler = functools.partial(RangeHandler, directory=str(serve))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}", serve

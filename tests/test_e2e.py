@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from runs import kill_when
 
 from lesionbench.config import ExperimentConfig
 from lesionbench.io import read_json
 from lesionbench.training.run import is_finished, train
-from runs import kill_when
 
 TINY_MODEL = {"name": "unet", "options": {"base_channels": 8}}
 
@@ -88,7 +88,7 @@ class _Snapshots(__import__("lightning").pytorch.Callback):
 
 def _changed(before: dict, after: dict, stage: str) -> bool:
     assert before[stage], f"no tensors in {stage}"
-    return any(not torch.equal(a, b) for a, b in zip(before[stage], after[stage]))
+    return any(not torch.equal(a, b) for a, b in zip(before[stage], after[stage], strict=False))
 
 
 def test_seed000_phases_freeze_what_they_say(synthetic_env: Path, tmp_path: Path) -> None:
@@ -162,9 +162,10 @@ def test_suite_survives_kill_and_skips_finished(synthetic_env: Path, tmp_path: P
 @pytest.mark.slow
 def test_ddp_two_processes_test_each_image_once(synthetic_env: Path, tmp_path: Path) -> None:
     """strategy=ddp on 2 CPU processes (gloo), 5 test images: each image once, pooled Dice = 1 process."""
+    import lightning as L
+
     from lesionbench.data import SegmentationDataModule
     from lesionbench.training.metrics import summarize
-    import lightning as L
 
     exp = tmp_path / "ddp.yaml"
     exp.write_text("name: ddp\ndataset: {name: synthetic, image_size: 32, augmentation: basic}\n"

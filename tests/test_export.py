@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from runs import fake_run as make_run
 from torch import nn
 
 from lesionbench.config import ExperimentConfig
 from lesionbench.errors import LesionBenchError
-from runs import fake_run as make_run
 
 
 def fake_run(run_dir: Path, model: dict, size: int) -> Path:
@@ -57,6 +57,7 @@ def test_onnx_and_torchscript_match_pytorch(model: dict, size: int, tmp_path: Pa
     its feature map, which plain ONNX pooling cannot express."""
     import onnx
     import onnxruntime as ort
+
     from lesionbench.inference.export import export_run
     run = fake_run(tmp_path / "run", model, size)
     x = torch.randn(3, 3, size, size)
@@ -90,6 +91,7 @@ def test_unknown_format(unet_run: Path, tmp_path: Path) -> None:
 def test_dilated_same_padding_runs_in_onnxruntime(tmp_path: Path) -> None:
     """FCT's dilated padding='same' convs: ORT rejects SAME auto-padding with dilation; exportable() fixes it."""
     import onnxruntime as ort
+
     from lesionbench.inference.export import exportable
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding="same", dilation=2), nn.ReLU(), nn.Conv2d(4, 1, 3, padding="same"))

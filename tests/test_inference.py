@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from runs import fake_run
 
 from lesionbench.config import ExperimentConfig
 from lesionbench.errors import LesionBenchError
-from runs import fake_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -80,6 +80,7 @@ def test_predict_two_sizes_binary_masks(trained_run: Path, tmp_path: Path) -> No
 def test_predict_matches_test_metrics_and_tta(trained_run: Path) -> None:
     """Without TTA, predict_array reproduces the run's own per-image Dice of a test image."""
     import csv
+
     from lesionbench.data import SegmentationDataModule
     from lesionbench.data.decode import load_pair
     from lesionbench.inference.load import load_run

@@ -12,8 +12,15 @@ import torch
 from lesionbench.errors import LesionBenchError
 from lesionbench.training.boundary import boundary_distances, image_boundary
 from lesionbench.training.challenge import PRIMARY, ValPrimary, primary_metric
-from lesionbench.training.metrics import (PerImageStats, ValDice, image_stats, per_image_metrics,
-                                          resize_logits_to, stats_from_rows, summarize)
+from lesionbench.training.metrics import (
+    PerImageStats,
+    ValDice,
+    image_stats,
+    per_image_metrics,
+    resize_logits_to,
+    stats_from_rows,
+    summarize,
+)
 
 
 def np_counts(p: np.ndarray, t: np.ndarray) -> tuple[int, int, int, int]:

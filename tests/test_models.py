@@ -8,7 +8,13 @@ from torch import nn
 
 from lesionbench.errors import LesionBenchError
 from lesionbench.models import (
-    count_params, create_model, freeze, list_models, load_pretrained, model_names, save_pretrained,
+    count_params,
+    create_model,
+    freeze,
+    list_models,
+    load_pretrained,
+    model_names,
+    save_pretrained,
     unfreeze,
 )
 from lesionbench.models.registry import accepts_option

@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
+from runs import fake_run
 
 from lesionbench.config import ExperimentConfig
 from lesionbench.errors import LesionBenchError
 from lesionbench.runfolder import read_metrics, read_run_info
 from lesionbench.training.run import is_finished, train
-from runs import fake_run
 
 
 def tiny(lr: float = 1e-3, epochs: int = 2) -> ExperimentConfig:

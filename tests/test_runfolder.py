@@ -8,12 +8,16 @@ import os
 from pathlib import Path
 
 import pytest
+from runs import fake_run
 
 from lesionbench.config import HASH_EXCLUDED, ExperimentConfig, load_config
 from lesionbench.runfolder import (
-    SCHEMA_VERSION, RunFolderError, read_metrics, read_per_image, read_run_info,
+    SCHEMA_VERSION,
+    RunFolderError,
+    read_metrics,
+    read_per_image,
+    read_run_info,
 )
-from runs import fake_run
 
 DEMO = Path(__file__).parents[1] / "results" / "demo"
 

@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+from runs import fake_run
+from scaleout_suite import assert_each_run_once, env_for, lesionbench, start, tiny_suite
 from typer.testing import CliRunner
 
 from lesionbench.cli import app
 from lesionbench.studies.claim import CLAIM, acquire, history, read_claim
-from runs import fake_run
-from scaleout_suite import assert_each_run_once, env_for, lesionbench, start, tiny_suite
 
 
 def _race(run_dir: str, barrier, results) -> None:

@@ -6,15 +6,15 @@ import csv
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+from scaleout_suite import assert_each_run_once, env_for, lesionbench, tiny_suite
+from slurm_cluster import Cluster, missing_binaries, start
 
 from lesionbench.studies.claim import history, read_claim
 from lesionbench.studies.slurm import SlurmOptions, merge, render_script
-from scaleout_suite import assert_each_run_once, env_for, lesionbench, tiny_suite
-from slurm_cluster import Cluster, missing_binaries, start
 
 
 @pytest.fixture(scope="session")

@@ -126,7 +126,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.leaks: list[leakage.Leak] = []
 
     @classmethod
-    def from_experiment(cls, exp: ExperimentConfig) -> "SegmentationDataModule":
+    def from_experiment(cls, exp: ExperimentConfig) -> SegmentationDataModule:
         return cls(exp.dataset, exp.trainer.batch_size, exp.trainer.seed, exp.num_classes)
 
     # ------------------------------------------------------------------ properties
@@ -228,7 +228,7 @@ class SegmentationDataModule(L.LightningDataModule):
             warnings.warn(leakage.describe(leaks, context), stacklevel=2)
             log.warning(leakage.describe(leaks, context))
 
-    def check_cross_dataset(self, other: "SegmentationDataModule") -> list[leakage.Leak]:
+    def check_cross_dataset(self, other: SegmentationDataModule) -> list[leakage.Leak]:
         """Leaks between this module's training set and another module's val/test sets
         (train on one ISIC edition, evaluate on another); applies this module's leakage policy."""
         self.setup()

@@ -16,7 +16,6 @@ import torch
 from lesionbench.data.decode import image_size, load_image, resize_rgb
 from lesionbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 
-
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
 IMAGENET: Stats = (IMAGENET_MEAN, IMAGENET_STD)
 

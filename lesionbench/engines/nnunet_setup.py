@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from lesionbench.settings import child_environment, settings
 from lesionbench.config import ExperimentConfig, TrainerConfig
 from lesionbench.errors import LesionBenchError
+from lesionbench.settings import child_environment, settings
 
 MISSING = "engine: nnunet needs nnU-Net v2, an optional extra: pip install 'lesionbench[nnunet]'"
 DATASET_ID = 500

@@ -51,7 +51,7 @@ class _AdaptiveAvgPoolAsMatmul(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = int(x.shape[-2]), int(x.shape[-1])
-        oh, ow = (s or d for s, d in zip(self.output_size, (h, w)))
+        oh, ow = (s or d for s, d in zip(self.output_size, (h, w), strict=False))
         return self._matrix(h, oh, x) @ x @ self._matrix(w, ow, x).T
 
 
@@ -61,7 +61,7 @@ def exportable(model: nn.Module) -> nn.Module:
     model = copy.deepcopy(model).cpu().eval()
     for name, mod in list(model.named_modules()):
         if isinstance(mod, nn.Conv2d) and mod.padding == "same":
-            total = [d * (k - 1) for d, k in zip(mod.dilation, mod.kernel_size)]
+            total = [d * (k - 1) for d, k in zip(mod.dilation, mod.kernel_size, strict=False)]
             if all(t % 2 == 0 for t in total):
                 mod.padding = tuple(t // 2 for t in total)
         elif isinstance(mod, nn.AdaptiveAvgPool2d) and name:

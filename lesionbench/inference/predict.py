@@ -116,9 +116,9 @@ def predict_files(run_dir: str | Path, images: Sequence[str | Path], out: str | 
     targets = plan([Path(p) for p in images], names, cfg.dataset.name, out, fmt,
                    Path(overlays) if overlays is not None else None, overwrite)
     written: list[Path] = []
-    for path, (mask_paths, overlay_path) in zip(map(Path, images), targets):
+    for path, (mask_paths, overlay_path) in zip(map(Path, images), targets, strict=False):
         masks = predict_path(task.model, cfg, path, tta) > threshold
-        for m, target in zip(masks, mask_paths):
+        for m, target in zip(masks, mask_paths, strict=False):
             written.append(save_png(m.astype(np.uint8) * 255, target))
         if overlay_path is not None:
             written.append(save_png(overlay(load_image(path), masks), overlay_path))

@@ -9,7 +9,10 @@ import lesionbench.imports  # noqa: F401 - loads timm without wandb, before smp 
 from lesionbench.models.base import SegmentationModel, count_params, freeze, unfreeze
 from lesionbench.models.registry import ModelInfo, create_model, list_models, model_names, register_model
 from lesionbench.models.weights import (
-    load_encoder_weights, load_pretrained, save_encoder_weights, save_pretrained,
+    load_encoder_weights,
+    load_pretrained,
+    save_encoder_weights,
+    save_pretrained,
 )
 
 __all__ = [

@@ -100,7 +100,7 @@ class SegmentationModel(nn.Module):
         enc = list(encoder_stages(self.encoder).values()) or [self.encoder]
         return {"last": self.decoder, "bottleneck": enc[-1]}
 
-    def train(self, mode: bool = True) -> "SegmentationModel":
+    def train(self, mode: bool = True) -> SegmentationModel:
         super().train(mode)
         if mode:  # BatchNorm statistics of frozen stages must not drift
             for m in self.modules():

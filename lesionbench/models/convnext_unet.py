@@ -34,7 +34,7 @@ class AttentionResidualDecoder(nn.Module):
 
     def forward(self, feats: list[Tensor]) -> Tensor:
         f1, f2, f3, x = feats[-4:]
-        for block, skip in zip(self.blocks, (f3, f2, f1, None, None)):
+        for block, skip in zip(self.blocks, (f3, f2, f1, None, None), strict=False):
             x = block(x, skip)
         return x
 

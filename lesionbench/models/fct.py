@@ -125,16 +125,16 @@ class FCTDecoder(nn.Module):
     def __init__(self, enc_ch: list[int], proj: tuple[int, ...] = (16, 32, 64, 128, 384),
                  heads: int = 2, drop_path: float = 0.0) -> None:
         super().__init__()
-        self.proj = nn.ModuleList(nn.Conv2d(i, o, 1) for i, o in zip(enc_ch, proj))
+        self.proj = nn.ModuleList(nn.Conv2d(i, o, 1) for i, o in zip(enc_ch, proj, strict=False))
         self.bottleneck = FCTBlock(proj[4], heads, drop_path)
         self.blocks = nn.ModuleList(
             FCTDecoderBlock(proj[i + 1], proj[i], proj[i], heads, drop_path) for i in (3, 2, 1, 0))
 
     def forward(self, feats: list[Tensor]) -> list[Tensor]:
-        s1, s2, s3, s4, s5 = (p(f) for p, f in zip(self.proj, feats))
+        s1, s2, s3, s4, s5 = (p(f) for p, f in zip(self.proj, feats, strict=False))
         x = self.bottleneck(s5)
         outs = []
-        for block, skip in zip(self.blocks, (s4, s3, s2, s1)):
+        for block, skip in zip(self.blocks, (s4, s3, s2, s1), strict=False):
             x = block(x, skip)
             outs.append(x)
         return outs[1:]  # blocks 7, 8, 9 feed the deep-supervision heads
@@ -150,7 +150,7 @@ class DSHead(nn.Sequential):
 
 class DSHeads(nn.ModuleList):
     def forward(self, feats: list[Tensor]) -> list[Tensor]:  # type: ignore[override]
-        return [head(f) for head, f in zip(self, feats)]
+        return [head(f) for head, f in zip(self, feats, strict=False)]
 
 
 class FCTResNet(SegmentationModel):

@@ -26,13 +26,13 @@ class ResNetUNetDecoder(nn.Module):
         skips = [enc_ch[3], enc_ch[2], enc_ch[1], enc_ch[0], 0]
         ins = [enc_ch[4], *widths[:-1]]
         self.blocks = nn.ModuleList(
-            UpBlock(i, s, o, up_ch=o) for i, s, o in zip(ins, skips, widths))
+            UpBlock(i, s, o, up_ch=o) for i, s, o in zip(ins, skips, widths, strict=False))
         self.out_channels = widths[-1]
 
     def forward(self, feats: list[Tensor]) -> Tensor:
         x = feats[-1]
         skips = [feats[3], feats[2], feats[1], feats[0], None]
-        for block, skip in zip(self.blocks, skips):
+        for block, skip in zip(self.blocks, skips, strict=False):
             x = block(x, skip)
         return x
 

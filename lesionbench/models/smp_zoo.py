@@ -107,7 +107,7 @@ def drop_unused(model: nn.Module, part: nn.Module, probes: tuple[int, ...] = (64
     grads = _probe_grads(model, [p for _, p in params], probes)
     if grads is None:  # no probe size fits this architecture: keep everything
         return []
-    unused = {n for (n, _), g in zip(params, grads) if g is None}
+    unused = {n for (n, _), g in zip(params, grads, strict=False) if g is None}
     dropped: list[str] = []
     for name, module in list(part.named_modules()):
         own = [f"{name}.{n}" for n, _ in module.named_parameters()]

@@ -52,12 +52,12 @@ class UNetDecoder(nn.Module):
         skips = [c[3], c[2], c[1], c[0]]
         self.blocks = nn.ModuleList(
             UpBlock(i, s, o, bilinear=bilinear, attention=attention, residual=residual)
-            for i, s, o in zip(ins, skips, outs))
+            for i, s, o in zip(ins, skips, outs, strict=False))
         self.out_channels = c[0]
 
     def forward(self, feats: list[Tensor]) -> Tensor:
         x = feats[-1]
-        for block, skip in zip(self.blocks, feats[-2::-1]):
+        for block, skip in zip(self.blocks, feats[-2::-1], strict=False):
             x = block(x, skip)
         return x
 

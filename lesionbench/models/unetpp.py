@@ -33,7 +33,7 @@ class NestedEncoder(nn.Module):
     def __init__(self, f: list[int]) -> None:
         super().__init__()
         self.pool = nn.MaxPool2d(2, 2)
-        self.blocks = nn.ModuleList(VGGBlock(cin, c, c) for cin, c in zip([3, *f[:-1]], f))
+        self.blocks = nn.ModuleList(VGGBlock(cin, c, c) for cin, c in zip([3, *f[:-1]], f, strict=False))
 
     def stages(self) -> dict[str, nn.Module]:
         return {f"conv{i}_0": b for i, b in enumerate(self.blocks)}
@@ -69,7 +69,7 @@ class NestedHeads(nn.ModuleList):
     def forward(self, feats: list[Tensor]) -> list[Tensor] | Tensor:  # type: ignore[override]
         if len(self) == 1:
             return self[0](feats[-1])
-        return [head(f) for head, f in zip(self, feats)]
+        return [head(f) for head, f in zip(self, feats, strict=False)]
 
 
 class UNetPlusPlus(SegmentationModel):

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lesionbench.reporting.markdown import MISSING, esc, table
 from lesionbench.data.layouts import LAYOUTS
-from lesionbench.io import read_json
 from lesionbench.errors import LesionBenchError
+from lesionbench.io import read_json
+from lesionbench.reporting.markdown import MISSING, esc, table
 from lesionbench.training.challenge import primary_metric
 from lesionbench.training.metrics import stats_from_rows
 

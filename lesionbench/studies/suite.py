@@ -9,13 +9,20 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lesionbench.config import (
-    ConfigError, DatasetName, ExperimentConfig, check_folder_name, format_validation_error, load_config, read_yaml,
+    ConfigError,
+    DatasetName,
+    ExperimentConfig,
+    check_folder_name,
+    format_validation_error,
+    load_config,
+    read_yaml,
 )
 from lesionbench.settings import settings
 from lesionbench.studies.slurm import SlurmOptions
@@ -256,10 +263,14 @@ def cross_evaluate(runs: list[PlannedRun], out_dir: Path, notify: Callable | Non
     statuses: dict[str, str] = {}
     for run in runs:
         if run.evaluate_on:
+            tell = partial(_tell, notify, run.name) if notify else None
             statuses.update(evaluate_runs([out_dir / run.name], {run.config.dataset.name: list(run.evaluate_on)},
-                                          notify=(lambda key, status: notify(run.name, f"evaluate {key}: {status}", {}))
-                                          if notify else None))
+                                          notify=tell))
     return statuses
+
+
+def _tell(notify: Callable, run: str, key: str, status: str) -> None:
+    notify(run, f"evaluate {key}: {status}", {})
 
 
 @contextmanager

@@ -22,7 +22,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from lesionbench.config import (
-    ConfigError, ExperimentConfig, SearchParam, TuneConfig, apply_overrides, load_config, read_yaml,
+    ConfigError,
+    ExperimentConfig,
+    SearchParam,
+    TuneConfig,
+    apply_overrides,
+    load_config,
+    read_yaml,
 )
 from lesionbench.io import atomic_write_json, atomic_write_text, read_json
 from lesionbench.studies.suite import experiments_dir, suite_dir_name

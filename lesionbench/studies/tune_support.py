@@ -44,7 +44,7 @@ def build_storage(url: str, heartbeat: int = HEARTBEAT_S) -> optuna.storages.Bas
         path = Path(url.removeprefix("journal://"))
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
-    if not url.split(":", 1)[0].split("+")[0] in ("sqlite", "postgresql", "postgres", "mysql"):
+    if url.split(":", 1)[0].split("+")[0] not in ("sqlite", "postgresql", "postgres", "mysql"):
         raise ConfigError(f"--storage {url!r}: expected sqlite:///path.db, postgresql://user@host/db, "
                           "mysql://... or journal:///path.log")
     url = _postgres_driver(url)

@@ -12,8 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from lesionbench.settings import child_environment
 from lesionbench.studies.status import RunState, suite_status

@@ -119,7 +119,7 @@ class SegmentationLoss(nn.Module):
 
     def single(self, logits: Tensor, target: Tensor) -> Tensor:
         parts = self.components(logits, target)
-        return sum(w * v for w, v in zip(self.weights, parts.values()))  # type: ignore[return-value]
+        return sum(w * v for w, v in zip(self.weights, parts.values(), strict=False))  # type: ignore[return-value]
 
     def head_weights(self, n: int) -> list[float]:
         """Config weights, else the model's, else equal (1/n each); never renormalised."""
@@ -139,8 +139,8 @@ class SegmentationLoss(nn.Module):
         weights = self.head_weights(len(heads))
         if self.downsample_masks:
             return sum(w * self.single(h, downsample_mask(target, tuple(h.shape[-2:])))  # type: ignore[return-value]
-                       for w, h in zip(weights, heads))
-        return sum(w * self.single(h, target) for w, h in zip(weights, heads))  # type: ignore[return-value]
+                       for w, h in zip(weights, heads, strict=False))
+        return sum(w * self.single(h, target) for w, h in zip(weights, heads, strict=False))  # type: ignore[return-value]
 
 
 def build_loss(cfg: LossConfig, default_ds_weights: list[float] | None = None,

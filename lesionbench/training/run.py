@@ -25,13 +25,32 @@ from lesionbench.data import SegmentationDataModule
 from lesionbench.data.preprocess import describe
 from lesionbench.io import atomic_path, atomic_write_text
 from lesionbench.runfolder import (
-    WEIGHTS, Determinism, PerImageRow, PhaseDone, RunFolderError, RunInfo, RunMetrics, read_metrics,
-    read_phase_done, read_run_info, write_metrics, write_per_image, write_phase_done, write_run_info,
+    WEIGHTS,
+    Determinism,
+    PerImageRow,
+    PhaseDone,
+    RunFolderError,
+    RunInfo,
+    RunMetrics,
+    read_metrics,
+    read_phase_done,
+    read_run_info,
+    write_metrics,
+    write_per_image,
+    write_phase_done,
+    write_run_info,
 )
 from lesionbench.training.callbacks import build_trainer, merge_csv_logs, start_phase_log
 from lesionbench.training.checkpoints import (
-    CheckpointError, TrainClock, checkpoint_bytes, disk_full, folder_hash, is_disk_full, load_checkpoint,
-    resume_checkpoint, set_aside_if_stale,
+    CheckpointError,
+    TrainClock,
+    checkpoint_bytes,
+    disk_full,
+    folder_hash,
+    is_disk_full,
+    load_checkpoint,
+    resume_checkpoint,
+    set_aside_if_stale,
 )
 from lesionbench.training.loggers import build_loggers, close_loggers
 from lesionbench.training.metrics import summarize
