@@ -1,14 +1,14 @@
-# One venv, pinned torch pair (constraints.txt), editable install with the dev extra.
+# One venv, pinned torch pair (constraints.txt), editable install with the dev and nnunet extras.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench postgres slurm clean
+.PHONY: install demo test lint bench postgres slurm clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,nnunet]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -18,6 +18,9 @@ demo: $(STAMP)  ## train every architecture on the synthetic replica, write resu
 
 test: $(STAMP)  ## the full test suite (what CI runs)
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)  ## ruff, as CI runs it
+	$(BIN)/ruff check lesionbench tests
 
 bench: $(STAMP)  ## throughput / loader / latency benchmark, writes results/perf.md
 	$(BIN)/lesionbench bench
