@@ -68,7 +68,7 @@ class DatasetConfig(_Strict):
     root: str | None = Field(None, description="Folder holding the unzipped archives; default $LESIONBENCH_DATA")
     image_size: int = Field(224, ge=16, le=2048)
     split: str = Field("official", description="official | seed000 | seed001 | seed002 | a split file path")
-    augmentation: str = Field("basic", description="Name of an albumentations recipe in data/transforms.py")
+    augmentation: str = Field("none", description="Name of an albumentations recipe in data/transforms.py")
     normalize: Literal["imagenet", "dataset"] = Field(
         "imagenet", description="Input mean/std: ImageNet's, or the training split's own (data/stats.py)")
     subset: int | None = Field(None, ge=1, description="Use at most this many images per split (smoke runs)")

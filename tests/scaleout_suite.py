@@ -19,7 +19,7 @@ def lesionbench() -> str:
 def tiny_suite(folder: Path, seeds: int = 3, epochs: int = 1, name: str = "tiny") -> Path:
     """``seeds`` runs of one tiny model on the synthetic ISIC 2016 replica at 32 px (--quick makes them 1 epoch)."""
     base = folder / "base.yaml"
-    base.write_text("dataset: {image_size: 32, augmentation: basic, subset: 8, num_workers: 0}\n"
+    base.write_text("dataset: {image_size: 32, augmentation: none, subset: 8, num_workers: 0}\n"
                     f"trainer: {{epochs: {epochs}, batch_size: 4, accelerator: cpu, devices: 1}}\n")
     suite = folder / f"{name}.yaml"
     suite.write_text(f"name: {name}\nmatrix:\n  base: {base}\n  models: [{{name: unet, options: {{base_channels: 8}}}}]\n"

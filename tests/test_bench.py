@@ -51,7 +51,7 @@ def test_json_has_every_section_with_positive_numbers(bench_out: Path) -> None:
     assert len(t["lightning_s"]) == len(t["bare_s"]) == t["blocks"] == 2 and t["threads"] == [1]
     for size in ("128", "224", "256"):
         cell = data["loader"]["sizes"][size]
-        for aug in ("seed002", "basic"):
+        for aug in ("seed002", "none"):
             assert cell[aug]["cached_img_s"] > 0 and cell[aug]["uncached_img_s"] > 0
             assert math.isclose(cell[aug]["speedup"], cell[aug]["cached_img_s"] / cell[aug]["uncached_img_s"])
         assert math.isclose(cell["loader_model_ratio"], cell["seed002"]["cached_img_s"] / cell["model_img_s"])

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 LB = shutil.which("lesionbench") or str(Path(sys.executable).with_name("lesionbench"))
-TINY = ("dataset: {{name: isic2018, image_size: 32, augmentation: basic, subset: 4}}\n"
+TINY = ("dataset: {{name: isic2018, image_size: 32, augmentation: none, subset: 4}}\n"
         "model: {{name: {model}, options: {options}}}\n"
         "trainer: {{epochs: {epochs}, batch_size: 2, accelerator: cpu, devices: 1}}\n")
 

@@ -22,7 +22,7 @@ TINY_MODEL = {"name": "unet", "options": {"base_channels": 8}}
 def tiny(**sections) -> ExperimentConfig:
     data = {
         "name": "tiny",
-        "dataset": {"name": "synthetic", "image_size": 32, "augmentation": "basic"},
+        "dataset": {"name": "synthetic", "image_size": 32, "augmentation": "none"},
         "model": TINY_MODEL,
         "trainer": {"epochs": 2, "batch_size": 4, "accelerator": "cpu", "devices": 1},
     }
@@ -131,7 +131,7 @@ def _env(synthetic_env: Path, tmp_path: Path) -> dict:
 def test_suite_survives_kill_and_skips_finished(synthetic_env: Path, tmp_path: Path) -> None:
     """2 models × 2 datasets: kill after the first run, re-run, nothing lost or duplicated."""
     base = tmp_path / "base.yaml"
-    base.write_text("dataset: {image_size: 32, augmentation: basic, subset: 8}\n"
+    base.write_text("dataset: {image_size: 32, augmentation: none, subset: 8}\n"
                     "trainer: {epochs: 1, batch_size: 4, accelerator: cpu, devices: 1}\n")
     suite = tmp_path / "mini.yaml"
     suite.write_text(
@@ -168,7 +168,7 @@ def test_ddp_two_processes_test_each_image_once(synthetic_env: Path, tmp_path: P
     from lesionbench.training.metrics import summarize
 
     exp = tmp_path / "ddp.yaml"
-    exp.write_text("name: ddp\ndataset: {name: synthetic, image_size: 32, augmentation: basic}\n"
+    exp.write_text("name: ddp\ndataset: {name: synthetic, image_size: 32, augmentation: none}\n"
                    "model: {name: unet, options: {base_channels: 8}}\n"
                    "trainer: {epochs: 1, batch_size: 2, accelerator: cpu, devices: 2, strategy: ddp}\n")
     env, out = _env(synthetic_env, tmp_path), tmp_path / "results"

@@ -19,7 +19,7 @@ from lesionbench.reporting.generalisation import Cell, primary_per_image
 COUNTS = {"isic2016": {"train": 6, "test": 6}, "isic2017": {"train": 6, "val": 3, "test": 14},
           "isic2018": {"train": 16, "val": 3, "test": 4}, "kvasir-seg": {"all": 6}}
 BASE = """name: gen
-dataset: {image_size: 32, augmentation: basic}
+dataset: {image_size: 32, augmentation: none}
 model: {name: unet, options: {base_channels: 8}}
 trainer: {epochs: 1, batch_size: 4, accelerator: cpu, devices: 1}
 """

@@ -19,7 +19,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def _cfg(model: dict, size: int = 32, epochs: int = 1) -> ExperimentConfig:
     return ExperimentConfig.model_validate({
-        "name": "tiny", "dataset": {"name": "synthetic", "image_size": size, "augmentation": "basic"},
+        "name": "tiny", "dataset": {"name": "synthetic", "image_size": size, "augmentation": "none"},
         "model": model, "trainer": {"epochs": epochs, "batch_size": 4, "accelerator": "cpu", "devices": 1},
     })
 

@@ -223,9 +223,9 @@ def test_training_selects_and_records_the_primary_metric(synthetic_env, tmp_path
     """Task 2 trains, selects its checkpoint and reports on the pooled Jaccard, not on per-image Dice."""
     from lesionbench.config import ExperimentConfig
     from lesionbench.io import read_json
-    from lesionbench.training.callbacks import build_trainer
     from lesionbench.training.run import train
     from lesionbench.training.task import selection_monitor
+    from lesionbench.training.trainer import build_trainer
 
     data = {"name": "t2", "dataset": {"name": "isic2018-task2", "root": str(synthetic_env), "image_size": 32},
             "model": {"name": "unet", "options": {"base_channels": 8}},

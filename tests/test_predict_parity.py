@@ -21,7 +21,7 @@ def tiny_run(request: pytest.FixtureRequest, tiny_synthetic: Path,
     from lesionbench.training.run import train
     tmp = tmp_path_factory.mktemp("parity")
     cfg = ExperimentConfig.model_validate({
-        "name": "parity", "dataset": {"name": "synthetic", "image_size": 32, "augmentation": "basic",
+        "name": "parity", "dataset": {"name": "synthetic", "image_size": 32, "augmentation": "none",
                                               "normalize": request.param},  # seed 003: its training split's stats
         "model": {"name": "unet", "options": {"base_channels": 8}}, "optimizer": {"lr": 0.02},
         "trainer": {"epochs": 1, "batch_size": 4, "accelerator": "cpu", "devices": 1}})
@@ -53,7 +53,7 @@ def test_model_input_is_the_test_batch_item(tiny_run: tuple[Path, Path], tiny_sy
     stats = run_stats(load_run(run)[0].model)  # recorded in metrics.json by the run
     assert stats == (tuple(dm.mean), tuple(dm.std))
     for i, s in enumerate(samples):
-        x, size = model_input(s.image, 32, "basic", stats)
+        x, size = model_input(s.image, 32, "none", stats)
         assert torch.equal(x, loader_items[i]["image"]), s.id
         assert size == tuple(loader_items[i]["orig_mask"].shape[-2:])
 

@@ -23,7 +23,7 @@ from lesionbench.training.run import is_finished, train
 
 def tiny(lr: float = 1e-3, epochs: int = 2) -> ExperimentConfig:
     return ExperimentConfig.model_validate({
-        "name": "tiny", "dataset": {"name": "synthetic", "image_size": 32, "augmentation": "basic"},
+        "name": "tiny", "dataset": {"name": "synthetic", "image_size": 32, "augmentation": "none"},
         "model": {"name": "unet", "options": {"base_channels": 8}}, "optimizer": {"lr": lr},
         "trainer": {"epochs": epochs, "batch_size": 4, "accelerator": "cpu", "devices": 1},
     })

@@ -24,7 +24,7 @@ from lesionbench.studies.tune_support import build_storage, fail_reason
 
 SEED002 = Path(__file__).parents[1] / "experiments" / "kvasir_resnet50_unet.yaml"
 TINY = ["model={name: unet, options: {base_channels: 8}}", "dataset.image_size=32", "trainer.accelerator=cpu",
-        "trainer.devices=1", "scheduler.name=none", "dataset.augmentation=basic"]
+        "trainer.devices=1", "scheduler.name=none", "dataset.augmentation=none"]
 # 12 training images, 3 epochs of batch 2: enough for the two learning rates to reach different val Dice
 LEARNS = [*TINY, "dataset.name=isic2018", "dataset.split=official", "trainer.epochs=3", "trainer.batch_size=2",
           "loss={terms: [{name: dice}]}"]

@@ -52,7 +52,7 @@ def _records(path: Path, kind: str) -> list[dict[str, Any]]:
 def tiny(root: Path, subset: int = 4, epochs: int = 2) -> ExperimentConfig:
     """The ISIC 2018 replica of the tiny synthetic data; logger: wandb."""
     return ExperimentConfig.model_validate({
-        "name": "wb", "dataset": {"name": "isic2018", "root": str(root), "image_size": 32, "augmentation": "basic",
+        "name": "wb", "dataset": {"name": "isic2018", "root": str(root), "image_size": 32, "augmentation": "none",
                                   "subset": subset},
         "model": {"name": "unet", "options": {"base_channels": 8}},
         "trainer": {"epochs": epochs, "batch_size": 2, "accelerator": "cpu", "devices": 1, "logger": "wandb", "seed": 7},

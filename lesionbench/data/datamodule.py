@@ -262,5 +262,3 @@ class SegmentationDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

@@ -54,7 +54,7 @@ def _seed003() -> list[A.BasicTransform]:
 
 
 RECIPES: dict[str, Callable[[], list[A.BasicTransform]]] = {
-    "none": list, "basic": list,
+    "none": list, "basic": list,  # "basic": the old name of "none" (kept for old configs)
     "seed000": _seed000, "seed001": _seed001, "seed002": _seed002, "seed003": _seed003, "seed004": _flips,
 }
 

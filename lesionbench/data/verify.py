@@ -15,7 +15,6 @@ import numpy as np
 from PIL import Image
 
 from lesionbench.data.layouts import Layout, Sample, find_dir, get_layout, locate, pair_split
-from lesionbench.errors import LesionBenchError
 
 
 @dataclass
@@ -37,10 +36,6 @@ class VerifyReport:
 
     def lines(self) -> list[str]:
         return [f"ERROR {e}" for e in self.errors] + [f"WARNING {w}" for w in self.warnings] + [self.summary()]
-
-    def raise_if_failed(self) -> None:
-        if not self.ok:
-            raise LesionBenchError(self.summary() + " - see the lines above, or run `lesionbench data verify`")
 
 
 def _read(path: Path, report: VerifyReport, kind: str) -> tuple[Image.Image | None, tuple[int, int]]:

@@ -5,7 +5,7 @@ and a parameter table, not channel widths. The table is the spec: total 6,995,45
 frozen -> 4,771,585 trainable (the decoder) + 2,223,872 frozen (``features``); stage 4
 unfrozen -> 6,452,929 trainable + 542,528 frozen (``features[:14]``).
 
-Decoder search (``decoder_search`` below, run once): skips from the stride-16/8/4 boundaries
+Decoder search (re-run by ``tests/test_mobilenet_decoder_search.py``): skips from the stride-16/8/4 boundaries
 (96/32/24 or 64/32/24 ch, also 16/24/32/64/96/160/1280 alternatives), ConvTranspose2d kernel
 2/3/4 with/without bias, 3x3 conv with/without bias, with/without BatchNorm, up and conv
 widths independently in {16..1024} (16 values) -> 5,323 exact solutions, nearly all
@@ -28,8 +28,6 @@ the parameter-free ``upsample_to_target`` (bilinear) restores the input size.
 """
 
 from __future__ import annotations
-
-import itertools
 
 import torch
 import torch.nn.functional as F
@@ -100,20 +98,3 @@ class MobileNetUNet(SegmentationModel):
 def mobilenet_unet(num_classes: int = 1, weights: str = DEFAULT_WEIGHTS, dilation: int = 2) -> MobileNetUNet:
     """MobileNetV2 encoder + AdvancedDecoder (6,995,457 params, matching the write-up)."""
     return MobileNetUNet(num_classes, weights, dilation)
-
-
-def decoder_search(target: int = 4_771_585, skips: tuple[int, int, int] = (96, 32, 24)) -> list[tuple]:
-    """Re-run the structured part of the search described in the module docstring."""
-    widths = [16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512, 640, 768, 1024]
-    s3, s2, s1 = skips
-    found = []
-    for k, tb, cb, bn in itertools.product((2, 3, 4), (0, 1), (0, 1), (0, 1)):
-        for u1, o1, o2, o3 in itertools.product(widths, repeat=4):
-            if not u1 >= o1 >= o2 >= o3:  # monotone; up2/up3 keep the conv width (u2=o1, u3=o2)
-                continue
-            p = o3 + 1
-            for cin, u, s, o in ((1280, u1, s3, o1), (o1, o1, s2, o2), (o2, o2, s1, o3)):
-                p += cin * u * k * k + tb * u + (u + s) * o * 9 + cb * o + 2 * bn * o
-            if p == target:
-                found.append((k, bool(tb), bool(cb), bool(bn), (u1, o1, o2), (o1, o2, o3)))
-    return found

@@ -157,8 +157,8 @@ def bench_epoch(s: Settings, root: Path, work: Path, log: Callable[[str], None])
     """One ISIC 2018 Task 1 epoch (train + validation) at ``epoch_size`` from full-size images."""
     from lesionbench.data import SegmentationDataModule
     from lesionbench.studies import bench_measure as m
-    from lesionbench.training.callbacks import build_trainer
     from lesionbench.training.task import SegmentationTask
+    from lesionbench.training.trainer import build_trainer
 
     done = _phase(f"ISIC 2018 epoch ({s.epoch_images} images, {s.epoch_size} px)", log)
     name = s.models[0]

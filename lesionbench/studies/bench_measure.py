@@ -20,11 +20,11 @@ from lesionbench.config import DatasetConfig, ExperimentConfig, ModelConfig, Tra
 from lesionbench.data import SegmentationDataModule
 from lesionbench.models import create_model
 from lesionbench.models.registry import accepts_option
-from lesionbench.training.callbacks import build_trainer
 from lesionbench.training.losses import build_loss
 from lesionbench.training.optim import build_optimizer
 from lesionbench.training.profile import latency_ms, peak_memory, sync
 from lesionbench.training.task import SegmentationTask
+from lesionbench.training.trainer import build_trainer
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -41,7 +41,7 @@ def autocast(device: str) -> contextlib.AbstractContextManager:
 
 
 def experiment(model: str, data_root: Path, size: int, batch: int, device: str, workers: int,
-               augmentation: str = "basic", steps: int | None = None, cache: bool = True,
+               augmentation: str = "none", steps: int | None = None, cache: bool = True,
                compiled: bool = False) -> ExperimentConfig:
     """The config a user would write for this measurement (synthetic ISIC 2018 layout, no weights)."""
     cuda = device.startswith("cuda")

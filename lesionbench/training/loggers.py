@@ -93,7 +93,7 @@ def build_loggers(cfg: ExperimentConfig, run_dir: Path) -> list[Logger]:
     return [logger]
 
 
-def test_callbacks(cfg: ExperimentConfig) -> list[Callback]:
+def logger_test_callbacks(cfg: ExperimentConfig) -> list[Callback]:
     """Callbacks that go with the configured logger (W&B: the per-image table and prediction panel)."""
     return [WandbTestPanel()] if cfg.trainer.logger == "wandb" else []
 

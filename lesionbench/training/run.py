@@ -40,7 +40,6 @@ from lesionbench.runfolder import (
     write_phase_done,
     write_run_info,
 )
-from lesionbench.training.callbacks import build_trainer, merge_csv_logs, start_phase_log
 from lesionbench.training.checkpoints import (
     CheckpointError,
     TrainClock,
@@ -57,6 +56,7 @@ from lesionbench.training.metrics import summarize
 from lesionbench.training.profile import measure_cost
 from lesionbench.training.provenance import provenance
 from lesionbench.training.task import SegmentationTask, selection_monitor
+from lesionbench.training.trainer import build_trainer, merge_csv_logs, start_phase_log
 
 log = logging.getLogger(__name__)
 

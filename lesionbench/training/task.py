@@ -54,6 +54,7 @@ class SegmentationTask(L.LightningModule):
         self.test_boundary = PerImageStats(width=2)
         self.phases = self.cfg.resolved_phases()
         self.phase_index = 0
+        self._compiled = False  # configure_model may run again (a phase, a test): compile once
         self.test_result: tuple[torch.Tensor, torch.Tensor] | None = None
         self.test_boundary_result: torch.Tensor | None = None  # N×C×(hd95, assd), rows as test_result's
         self.set_phase(0)
@@ -80,8 +81,9 @@ class SegmentationTask(L.LightningModule):
         trainer.compile: torch.compile in place (Module.compile keeps the state_dict keys)."""
         if self.cfg.trainer.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        if self.cfg.trainer.compile and getattr(self.model, "_compiled_call_impl", None) is None:
+        if self.cfg.trainer.compile and not self._compiled:
             self.model.compile()
+            self._compiled = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if self.cfg.trainer.channels_last:

@@ -1,4 +1,4 @@
-"""Trainer assembly: Lightning's own callbacks for checkpoints, early stopping and LR logging."""
+"""One Lightning Trainer per phase (checkpoint + early stopping on the recipe's monitor), and the per-phase CSV logs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 
 from lesionbench.config import ExperimentConfig, PhaseConfig
 from lesionbench.io import atomic_write_csv
-from lesionbench.training.loggers import test_callbacks
+from lesionbench.training.loggers import logger_test_callbacks
 from lesionbench.training.task import selection_monitor
 
 
@@ -34,7 +34,7 @@ def build_trainer(
         dirpath=phase_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1, save_last=True,
         auto_insert_metric_name=False, enable_version_counter=False,
     )
-    callbacks: list[Callback] = [ckpt, LearningRateMonitor(logging_interval="epoch"), *extra, *test_callbacks(cfg)]
+    callbacks: list[Callback] = [ckpt, LearningRateMonitor(logging_interval="epoch"), *extra, *logger_test_callbacks(cfg)]
     if phase.early_stopping is not None:
         es = phase.early_stopping
         callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta))
