@@ -74,6 +74,8 @@ class RunInfo(_Strict):
     resume_count: int = Field(0, ge=0, description="how many sessions resumed this run")
     train_time_s: float | None = Field(None, description="fit time of every session together")
     determinism: Determinism | None = None
+    engine: Literal["lightning", "nnunet"] = Field("lightning", description="what trained the run (config.engine)")
+    nnunet: dict[str, Any] | None = Field(None, description="engine: nnunet: its version, trainer and chosen plans")
 
 
 class ChallengeScore(BaseModel):

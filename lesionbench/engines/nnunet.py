@@ -31,11 +31,11 @@ from lesionbench.engines.nnunet_setup import (
 )
 from lesionbench.errors import LesionBenchError
 from lesionbench.io import (
-    atomic_write_csv,
     atomic_write_json,
     atomic_write_text,
     read_json,
 )
+from lesionbench.runfolder import PerImageRow, RunInfo, RunMetrics, write_metrics, write_per_image, write_run_info
 from lesionbench.training.provenance import provenance
 from lesionbench.training.run import RunResult
 
@@ -166,11 +166,12 @@ def _now() -> str:
 
 def _write_start(run_dir: Path, cfg: ExperimentConfig, info: dict[str, Any]) -> None:
     atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-    atomic_write_json(run_dir / "run.json", info)
+    write_run_info(run_dir, RunInfo.model_validate(info))
 
 
 def _write_finished(run_dir: Path, info: dict[str, Any], metrics: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    atomic_write_csv(run_dir / "per_image.csv", rows)
-    atomic_write_json(run_dir / "metrics.json", metrics)
+    """Through the run-folder contract (lesionbench/runfolder.py); metrics.json last, as train() does."""
+    write_per_image(run_dir, [PerImageRow.model_validate(r) for r in rows])
     info.update(status="finished", finished=_now())
-    atomic_write_json(run_dir / "run.json", info)
+    write_run_info(run_dir, RunInfo.model_validate(info))
+    write_metrics(run_dir, RunMetrics.model_validate(metrics))

@@ -183,8 +183,8 @@ def _train(cfg: ExperimentConfig, run_dir: Path, suite: str, callbacks: list[Cal
         return RunResult(run_dir, "finished", best_val=best_val)
 
     index, stats = task.test_result
-    if len(index) != len(dm.test_ids):
-        raise RuntimeError(f"{run_dir}: the test loop scored {len(index)} of {len(dm.test_ids)} test images")
+    if index.numel() != len(dm.test_ids):  # (one image: torchmetrics hands back a 0-d index)
+        raise RuntimeError(f"{run_dir}: the test loop scored {index.numel()} of {len(dm.test_ids)} test images")
     ids = [dm.test_ids[i] for i in index.reshape(-1).tolist()]  # torchmetrics squeezes a 1-image result
     summary, rows = summarize(stats, ids, cfg.dataset.name, dm.class_names, boundary=task.test_boundary_result)
     metrics = RunMetrics.model_validate({**summary, **{
