@@ -53,7 +53,7 @@ _NOISE: list[tuple[str, type[Warning], str]] = [
     (r"Checkpoint directory .* exists and is not empty", UserWarning, r"lightning\."),
     (r"The `srun` command is available on your system but is not used", UserWarning, r"lightning\.fabric"),
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", Warning, r"lightning\.pytorch\.utilities"),
-    (r"`torch\.jit\.script` is deprecated", FutureWarning, r"torch\.jit"),  # timm's decorators, at import
+    (r"`torch\.jit\.(script|interface)` is deprecated", FutureWarning, r"torch\.jit"),  # timm / nnU-Net decorators, at import
 ]
 
 
