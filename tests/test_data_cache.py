@@ -85,6 +85,47 @@ def test_leftover_temp_folders_are_cleaned(samples: list, tmp_path: Path) -> Non
     assert left == [".t-foreign-new", ".t-live"]
 
 
+def test_temp_folder_renamed_into_place_mid_scan_is_not_an_error(samples: list, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI caught this between two workers: one listed the other's finished temp folder, which was
+    renamed into place before it could stat its files (FileNotFoundError on ``.<tag>-XXXX/ids.json``)."""
+    tmp = tmp_path / ".t-busy"
+    tmp.mkdir()
+    (tmp / "ids.json").write_text("[]")
+    listing = Path.iterdir
+
+    def renamed_while_listing(self: Path):
+        entries = list(listing(self))
+        if self == tmp:
+            os.replace(tmp, tmp_path / "t-16px-done")  # the owner finishes between listing and stat
+        return iter(entries)
+
+    monkeypatch.setattr(Path, "iterdir", renamed_while_listing)
+    assert cache.clean_leftovers(tmp_path) == []
+    assert (tmp_path / "t-16px-done" / "ids.json").is_file()
+
+
+_BUILD = """
+import sys
+from pathlib import Path
+from lesionbench.data import cache
+from lesionbench.data.layouts import scan
+samples = scan("isic2018", Path(sys.argv[1]))["train"]
+for size in (8, 12, 16, 20):
+    arrays = cache.build_cache(samples, size, 0, Path(sys.argv[2]), "t")
+    assert arrays.images.shape[1:3] == (size, size), arrays.images.shape
+"""
+
+
+def test_processes_building_the_same_cache_at_once_all_succeed(samples: list, tmp_path: Path) -> None:
+    root = samples[0].image.parent.parent
+    procs = [subprocess.Popen([sys.executable, "-c", _BUILD, str(root), str(tmp_path)], stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
+    assert sorted(p.name.split("-")[1] for p in tmp_path.iterdir()) == ["12px", "16px", "20px", "8px"]
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o002])
 def test_cache_respects_umask(samples: list, tmp_path: Path, umask: int) -> None:
     before = os.umask(umask)

@@ -87,19 +87,26 @@ def clean_leftovers(cache_dir: Path) -> list[Path]:
     host) is gone, or they are older than STALE_AFTER_S (another host). Returns what was removed."""
     removed = []
     for tmp in Path(cache_dir).glob(".*-*"):
-        if not tmp.is_dir():
-            continue
         try:
-            host, _, pid = (tmp / OWNER).read_text().partition(" ")
-            alive = host == socket.gethostname() and _pid_alive(int(pid))
-            foreign = host != socket.gethostname()
-        except (OSError, ValueError):
-            alive, foreign = False, True
-        newest = max((p.stat().st_mtime for p in (tmp, *tmp.iterdir())), default=0.0)
-        if not alive and (not foreign or time.time() - newest > STALE_AFTER_S):
-            shutil.rmtree(tmp, ignore_errors=True)
-            removed.append(tmp)
+            if _abandoned(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed.append(tmp)
+        except FileNotFoundError:  # its builder renamed it into place while we looked: not a leftover
+            continue
     return removed
+
+
+def _abandoned(tmp: Path) -> bool:
+    if not tmp.is_dir():
+        return False
+    try:
+        host, _, pid = (tmp / OWNER).read_text().partition(" ")
+        alive = host == socket.gethostname() and _pid_alive(int(pid))
+        foreign = host != socket.gethostname()
+    except (OSError, ValueError):  # no owner file yet (being made) or any more (being renamed): judge by age
+        alive, foreign = False, True
+    newest = max((p.stat().st_mtime for p in (tmp, *tmp.iterdir())), default=0.0)
+    return not alive and (not foreign or time.time() - newest > STALE_AFTER_S)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -143,7 +150,8 @@ def build_cache(samples: list[Sample], size: int, threshold: int, cache_dir: Pat
         folder.parent.mkdir(parents=True, exist_ok=True)
         clean_leftovers(folder.parent)
         for old in folder.parent.glob(f"{tag}-{size}px-*"):  # stale versions of the same part
-            shutil.rmtree(old, ignore_errors=True)
+            if old != folder:  # the current one may have just been renamed into place by another process
+                shutil.rmtree(old, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{tag}-", dir=folder.parent))
     except PermissionError as err:
         raise LesionBenchError(f"{folder.parent}: cannot write the cache there ({err.strerror}); set "
