@@ -319,7 +319,7 @@ def explain(
     class_index: Annotated[int, typer.Option("--class", help="Output channel to explain (multi-label runs)")] = 0,
     out: Annotated[Path, typer.Option("--out", help="Folder for the heatmap PNG")] = Path("explanations"),
 ) -> None:
-    """CAM / Grad-CAM heatmap over an image (seed 004: CAM at the last layer, Grad-CAM at the bottleneck).
+    """CAM / Grad-CAM heatmap over an image (paper 004: CAM at the last layer, Grad-CAM at the bottleneck).
 
     Example: lesionbench explain --run results/demo/<run> --image photo.jpg --method gradcam --layer bottleneck
     """

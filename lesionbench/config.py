@@ -63,11 +63,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+#: Names that meant a write-up by the word "seed" before 0.3 (the random seed keeps that word).
+RENAMED = {f"seed00{i}": f"paper00{i}" for i in range(5)} | {"seed_ref": "paper", "seeds": "papers"}
+
+
+def _not_renamed(value: Any) -> Any:
+    if isinstance(value, str) and value in RENAMED:
+        raise ValueError(f"'{value}' is now called '{RENAMED[value]}'; rename it in the config")
+    return value
+
+
 class DatasetConfig(_Strict):
     name: DatasetName = "synthetic"
     root: str | None = Field(None, description="Folder holding the unzipped archives; default $LESIONBENCH_DATA")
     image_size: int = Field(224, ge=16, le=2048)
-    split: str = Field("official", description="official | seed000 | seed001 | seed002 | a split file path")
+    split: str = Field("official", description="official | paper000 | paper001 | paper002 (the write-ups' splits) | a split file path")
     augmentation: str = Field("none", description="Name of an albumentations recipe in data/transforms.py")
     normalize: Literal["imagenet", "dataset"] = Field(
         "imagenet", description="Input mean/std: ImageNet's, or the training split's own (data/stats.py)")
@@ -75,6 +85,8 @@ class DatasetConfig(_Strict):
     num_workers: int = Field(0, ge=0)
     cache: bool = Field(True, description="Pre-resized memory-mapped cache")
     leakage: Literal["report", "exclude", "ignore"] = "report"
+
+    _renamed = field_validator("split", "augmentation", mode="before")(_not_renamed)
 
 
 class ModelConfig(_Strict):
@@ -197,7 +209,7 @@ class NnUNetConfig(_Strict):
 class ExperimentConfig(_Strict):
     name: str = "experiment"
     description: str = ""
-    seed_ref: str | None = Field(None, description="Which write-up this reproduces, e.g. '000'")
+    paper: str | None = Field(None, description="Which write-up this reproduces, e.g. '000'")
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
@@ -210,6 +222,14 @@ class ExperimentConfig(_Strict):
     tune: TuneConfig | None = None
     engine: Literal["lightning", "nnunet"] = Field("lightning", description="Who trains: our Lightning loop or nnU-Net v2")
     nnunet: NnUNetConfig | None = Field(None, description="Options of engine: nnunet")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "seed_ref" in data:
+            raise ValueError("key 'seed_ref' is now called 'paper' (which write-up a recipe reproduces); "
+                             "rename it in the config")
+        return data
 
     @field_validator("name")
     @classmethod
@@ -280,7 +300,7 @@ class ExperimentConfig(_Strict):
 HASH_EXCLUDED: dict[str, str] = {
     "name": "names the run folder; the folder already separates runs",
     "description": "free text for readers",
-    "seed_ref": "which write-up a recipe reproduces: a label",
+    "paper": "which write-up a recipe reproduces: a label",
     "published": "scores shown beside ours, not inputs",
     "tune": "the search space of a study, not the settings of one run",
     "dataset.num_workers": "loader parallelism: speed only (workers are seeded from the run seed)",

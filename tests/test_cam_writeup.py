@@ -1,4 +1,4 @@
-"""Seed 004's CAM and Grad-CAM: ``cam-writeup`` / ``gradcam-writeup`` equal the write-up's code."""
+"""Paper 004's CAM and Grad-CAM: ``cam-writeup`` / ``gradcam-writeup`` equal the write-up's code."""
 
 from __future__ import annotations
 

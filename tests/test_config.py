@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lesionbench.config import ConfigError, ExperimentConfig, apply_overrides, load_config
 
@@ -186,3 +187,25 @@ def test_cli_flags_become_config_and_warnings_stay_on(tmp_path: Path) -> None:
         warnings.filters[:] = before
     assert "LESIONBENCH_WANDB_CHECKPOINTS" not in __import__("os").environ
     assert load_config(None, ["trainer.wandb_checkpoints=true"]).trainer.wandb_checkpoints
+
+
+@pytest.mark.parametrize(("override", "says"), [
+    ({"dataset": {"split": "seed002"}}, "dataset.split"),
+    ({"dataset": {"augmentation": "seed004"}}, "dataset.augmentation"),
+    ({"seed_ref": "004"}, "seed_ref"),
+])
+def test_names_that_meant_a_write_up_say_their_new_name(override: dict, says: str, tmp_path: Path) -> None:
+    """17.9: "seed" is the random seed only; a write-up's recipe, split and augmentation are "paper"."""
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump({"name": "old", **override}))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    line = str(err.value)
+    assert "\n" not in line and says in line and "paper" in line, line
+
+
+def test_the_seeds_suite_is_now_papers() -> None:
+    from lesionbench.studies.suite import load_suite
+    assert load_suite("papers").name == "papers"
+    with pytest.raises(ConfigError, match="'seeds' is now called 'papers'"):
+        load_suite("seeds")

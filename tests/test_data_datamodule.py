@@ -37,7 +37,7 @@ def _dm(root: Path, name: str, **kw) -> SegmentationDataModule:
 @pytest.mark.parametrize("size", [32, 48])
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_every_dataset_every_split(root: Path, name: str, size: int) -> None:
-    dm = _dm(root, name, image_size=size, augmentation="seed002")
+    dm = _dm(root, name, image_size=size, augmentation="paper002")
     assert (len(dm.train_ids), len(dm.val_ids), len(dm.test_ids)) == EXPECTED[name]
     c = 5 if name == "isic2018-task2" else 1
     assert dm.num_classes == c and len(dm.class_names) == c

@@ -29,12 +29,12 @@ def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_seed002_keeps_mask_aligned(seed: int) -> None:
+def test_paper002_keeps_mask_aligned(seed: int) -> None:
     """The mask is painted into the image (grey, so hue/saturation cannot move it); after the full
     spatial + photometric recipe the bright pixels must still coincide with the mask."""
     m = _blob(seed=seed)
     image = np.repeat(m[..., None] * 255, 3, axis=2).astype(np.uint8)
-    tf = build_transforms("seed002", 48, train=True)
+    tf = build_transforms("paper002", 48, train=True)
     tf.set_random_seed(seed)  # albumentations 2 draws from its own generator, not numpy's or random's
     out = tf(image=image, mask=m[..., None])
     img, mask = _unnorm(out["image"])[0], out["mask"][0].bool()
@@ -49,7 +49,7 @@ def test_seed002_keeps_mask_aligned(seed: int) -> None:
 def test_every_channel_moves_together() -> None:
     a, b = _blob(seed=1), _blob(seed=2)
     image = np.stack([a * 255, b * 255, np.zeros_like(a)], -1).astype(np.uint8)
-    tf = build_transforms("seed003", 40, train=True)
+    tf = build_transforms("paper003", 40, train=True)
     for _ in range(10):
         out = tf(image=image, mask=np.stack([a, b], -1))
         img = _unnorm(out["image"])
@@ -61,7 +61,7 @@ def test_every_channel_moves_together() -> None:
 
 def test_eval_is_resize_and_normalise_only() -> None:
     image = np.full((20, 30, 3), 255, np.uint8)
-    out = build_transforms("seed002", 16, train=False)(image=image, mask=np.ones((20, 30, 1), np.uint8))
+    out = build_transforms("paper002", 16, train=False)(image=image, mask=np.ones((20, 30, 1), np.uint8))
     expected = (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
     assert torch.allclose(out["image"][:, 0, 0], expected, atol=1e-5)
     assert out["mask"].shape == (1, 16, 16) and int(out["mask"].sum()) == 256
@@ -72,5 +72,5 @@ def test_all_recipes_build_and_unknown_name() -> None:
         out = build_transforms(name, 24, train=True)(image=np.zeros((30, 30, 3), np.uint8),
                                                      mask=np.zeros((30, 30, 5), np.uint8))
         assert out["mask"].shape == (5, 24, 24)
-    with pytest.raises(LesionBenchError, match="unknown augmentation 'fancy'.*seed002"):
+    with pytest.raises(LesionBenchError, match="unknown augmentation 'fancy'.*paper002"):
         build_transforms("fancy", 24, train=True)

@@ -16,7 +16,7 @@ RESULT_KEYS = ("per_image", "pooled", "per_class", "challenge", "best_val", "n_t
 
 def _cfg(workers: int, epochs: int = 1) -> ExperimentConfig:
     return ExperimentConfig.model_validate({
-        "name": "det", "dataset": {"name": "synthetic", "image_size": 32, "augmentation": "seed002",
+        "name": "det", "dataset": {"name": "synthetic", "image_size": 32, "augmentation": "paper002",
                                    "num_workers": workers, "subset": 8},
         "model": {"name": "unet", "options": {"base_channels": 8}}, "optimizer": {"lr": 0.02},
         "trainer": {"epochs": epochs, "batch_size": 4, "accelerator": "cpu", "devices": 1}})

@@ -91,7 +91,7 @@ def _changed(before: dict, after: dict, stage: str) -> bool:
     return any(not torch.equal(a, b) for a, b in zip(before[stage], after[stage], strict=False))
 
 
-def test_seed000_phases_freeze_what_they_say(synthetic_env: Path, tmp_path: Path) -> None:
+def test_paper000_phases_freeze_what_they_say(synthetic_env: Path, tmp_path: Path) -> None:
     """Phase 1 trains the decoder only; phase 2 also conv4/conv5, never conv1-conv3 (BN stats included)."""
     cfg = tiny(
         model={"name": "fct-resnet50", "options": {"weights": "none"}},

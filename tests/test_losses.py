@@ -46,13 +46,13 @@ def test_tversky_alpha_beta_are_not_swapped() -> None:
 
 
 def test_weighted_sums_of_the_seeds() -> None:
-    default = build_loss(LossConfig(), None)  # seed 000/001: BCE + Dice
+    default = build_loss(LossConfig(), None)  # paper 000/001: BCE + Dice
     assert default(LOGITS, TARGET).item() == pytest.approx(BCE + DICE, abs=1e-6)
-    seed002 = loss_of(LossTerm(name="focal", weight=0.5, options={"alpha": 0.8, "gamma": 2}),
+    paper002 = loss_of(LossTerm(name="focal", weight=0.5, options={"alpha": 0.8, "gamma": 2}),
                       LossTerm(name="tversky", weight=0.5, options={"alpha": 0.3, "beta": 0.7}))
-    assert seed002(LOGITS, TARGET).item() == pytest.approx(0.5 * FOCAL + 0.5 * TVERSKY, abs=1e-6)
-    seed004 = loss_of(LossTerm(name="bce", weight=0.8), LossTerm(name="dice", weight=0.2))
-    assert seed004(LOGITS, TARGET).item() == pytest.approx(0.8 * BCE + 0.2 * DICE, abs=1e-6)
+    assert paper002(LOGITS, TARGET).item() == pytest.approx(0.5 * FOCAL + 0.5 * TVERSKY, abs=1e-6)
+    paper004 = loss_of(LossTerm(name="bce", weight=0.8), LossTerm(name="dice", weight=0.2))
+    assert paper004(LOGITS, TARGET).item() == pytest.approx(0.8 * BCE + 0.2 * DICE, abs=1e-6)
 
 
 @pytest.mark.parametrize("name", ["dice", "jaccard", "tversky"])

@@ -1,4 +1,4 @@
-"""Seed 001's decoder widths were found by a search over the write-up's parameter table
+"""Paper 001's decoder widths were found by a search over the write-up's parameter table
 (lesionbench/models/mobilenet_unet.py explains it); this re-runs its structured part."""
 
 from __future__ import annotations

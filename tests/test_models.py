@@ -186,7 +186,7 @@ def test_safetensors_round_trip(tmp_path):
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), again(x))
-    fresh = create_model("test-unet", num_classes=2)  # seed 002 usage: load_state_dict(load_file(...))
+    fresh = create_model("test-unet", num_classes=2)  # paper 002 usage: load_state_dict(load_file(...))
     fresh.load_state_dict(load_file(str(tmp_path / "m" / "model.safetensors")))
     assert torch.equal(fresh.head.weight, model.head.weight)
 

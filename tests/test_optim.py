@@ -80,13 +80,13 @@ def test_one_cycle_without_momentum_and_runs_exactly_total_steps() -> None:
     assert lr < LR / 25
 
 
-def test_cosine_warmup_seed002_and_custom_fraction() -> None:
+def test_cosine_warmup_paper002_and_custom_fraction() -> None:
     # 2 epochs × 5 steps, 20 % warm-up = 2 steps: 0, 0.5, 1, then cosine over 8 steps to 0
     for steps, factor in [(0, 0.0), (1, 0.5), (2, 1.0), (6, 0.5), (10, 0.0)]:
         conf, lr = lr_after("cosine-warmup", steps, epochs=2, spe=5, warmup_fraction=0.2)
         assert conf["interval"] == "step"
         assert lr == pytest.approx(LR * factor, abs=1e-12)
-    # seed 002: 10 % of 20 epochs × 110 steps = 220 warm-up steps
+    # paper 002: 10 % of 20 epochs × 110 steps = 220 warm-up steps
     _, lr = lr_after("cosine-warmup", 110, epochs=20, spe=110)
     assert lr == pytest.approx(LR * 0.5, abs=1e-12)
     _, lr = lr_after("cosine-warmup", 220 + 990, epochs=20, spe=110, options={"min_lr_factor": 0.1})

@@ -22,7 +22,7 @@ def tiny_run(request: pytest.FixtureRequest, tiny_synthetic: Path,
     tmp = tmp_path_factory.mktemp("parity")
     cfg = ExperimentConfig.model_validate({
         "name": "parity", "dataset": {"name": "synthetic", "image_size": 32, "augmentation": "none",
-                                              "normalize": request.param},  # seed 003: its training split's stats
+                                              "normalize": request.param},  # paper 003: its training split's stats
         "model": {"name": "unet", "options": {"base_channels": 8}}, "optimizer": {"lr": 0.02},
         "trainer": {"epochs": 1, "batch_size": 4, "accelerator": "cpu", "devices": 1}})
     with pytest.MonkeyPatch.context() as mp:

@@ -1,4 +1,4 @@
-"""Seed recipes follow their write-ups: outputs, regimes, exact weights, FCT targets, splits."""
+"""Paper recipes follow their write-ups: outputs, regimes, exact weights, FCT targets, splits."""
 
 from __future__ import annotations
 
@@ -79,8 +79,8 @@ def _kvasir_pool() -> list[Sample]:
     return [Sample(i, Path(f"/k/{i}.jpg"), ()) for i in ids]
 
 
-def test_kvasir_seed002_is_the_official_880_and_halved_120() -> None:
-    split = make_split("kvasir-seg", "seed002", {"all": _kvasir_pool()})
+def test_kvasir_paper002_is_the_official_880_and_halved_120() -> None:
+    split = make_split("kvasir-seg", "paper002", {"all": _kvasir_pool()})
     official_train = set(KVASIR.joinpath("train.txt").read_text().split())
     held = set(KVASIR.joinpath("val.txt").read_text().split())
     assert set(split["train"]) == official_train and len(split["train"]) == 880
@@ -90,7 +90,7 @@ def test_kvasir_seed002_is_the_official_880_and_halved_120() -> None:
 
 def test_kvasir_incomplete_official_set_is_one_clear_error() -> None:
     with pytest.raises(LesionBenchError, match="of the 1000 ids of the official split"):
-        make_split("kvasir-seg", "seed002", {"all": _kvasir_pool()[:-3]})
+        make_split("kvasir-seg", "paper002", {"all": _kvasir_pool()[:-3]})
 
 
 def test_carved_splits_are_hash_ordered_not_library_random() -> None:
@@ -98,10 +98,10 @@ def test_carved_splits_are_hash_ordered_not_library_random() -> None:
     assert hash_order([f"id{i}" for i in range(6)], "42:x") == ["id4", "id0", "id1", "id5", "id2", "id3"]
     pool = {"train": [Sample(f"ISIC_{i:07d}", Path("/x.jpg"), ()) for i in range(20)],
             "val": [], "test": [Sample("ISIC_9999999", Path("/t.jpg"), ())]}
-    assert make_split("isic2018", "seed000", pool)["test"] == ["ISIC_0000007", "ISIC_0000012", "ISIC_0000015"]
+    assert make_split("isic2018", "paper000", pool)["test"] == ["ISIC_0000007", "ISIC_0000012", "ISIC_0000015"]
 
 
-def test_seed003_normalises_with_the_training_split_stats(synthetic_env: Path) -> None:
+def test_paper003_normalises_with_the_training_split_stats(synthetic_env: Path) -> None:
     import numpy as np
 
     from lesionbench.config import DatasetConfig
@@ -140,7 +140,7 @@ def test_init_reaches_encoders_trained_from_scratch() -> None:
 
 @pytest.mark.parametrize("name", ["unet", "unetplusplus", "pspnet", "test-fct-resnet", "test-resnet-unet"])
 def test_any_input_size_is_padded_and_cropped_back(name: str) -> None:
-    """Seed 004 trained at 767×1022 (not a multiple of 16 or 32): the output keeps the input size,
+    """Paper 004 trained at 767×1022 (not a multiple of 16 or 32): the output keeps the input size,
     and (full-resolution heads) equals the run on the zero-padded input, cropped."""
     small = {"unet": {"base_channels": 4}, "unetplusplus": {"base_channels": 4}, "pspnet": {"backbone_features": 16}}
     torch.manual_seed(0)

@@ -89,7 +89,7 @@ def _curves(path: Path, epochs: int = 3) -> None:
 RECIPE = """name: good
 dataset: {name: isic2018, image_size: 64}
 published:
-  - {metric: dice, value: 0.9, source: "seed 000 write-up", note: "15% carve-out of the training set"}
+  - {metric: dice, value: 0.9, source: "paper 000 write-up", note: "15% carve-out of the training set"}
 """
 
 
@@ -188,7 +188,7 @@ def test_leaderboard_references_failures_and_plots(suite):
     md = ctx["md"]
     isic = _section(md, "isic2018")
     assert "| published | ISIC 2018 Task 1 challenge winner | thresholded_jaccard | 0.802 |" in isic
-    assert re.search(r"\| published \| seed 000 .*\| dice \| 0\.9 \|.*15% carve-out", isic)
+    assert re.search(r"\| published \| paper 000 .*\| dice \| 0\.9 \|.*15% carve-out", isic)
     synth = _section(md, "synthetic")
     assert "published scores are not comparable" in synth and "| published |" not in synth
     failed = md.split("## Failed runs")[1]
@@ -237,7 +237,7 @@ def test_single_seed_without_per_image_csv_degrades_gracefully(tmp_path):
     row = _rows(_section(md, "kvasir-seg"))[0]
     assert row[3] == f"{m['per_image']['dice']:.4f} ± 0.0000" and row[4] == "—" and row[-1] == "best"
     assert row[11] == "—" and row[15] == "10.0 min"  # train time falls back to run.json
-    assert "| published | seed 002 ResNet-50 U-Net | dice | not reported |" in md
+    assert "| published | paper 002 ResNet-50 U-Net | dice | not reported |" in md
     assert "per_image.csv missing" in md and "'cost' is not a dict" in md
 
 
@@ -347,12 +347,12 @@ def test_published_scores_only_beside_the_unchanged_recipe(tmp_path):
         make_run(root, "isic2018", "good", seed)
         path = root / f"isic2018-good-s{seed}" / "metrics.json"
         m = json.loads(path.read_text())
-        m["published"] = [{"metric": "dice", "value": 0.9, "source": "seed 000 write-up", "note": ""}]  # a stale copy
+        m["published"] = [{"metric": "dice", "value": 0.9, "source": "paper 000 write-up", "note": ""}]  # a stale copy
         path.write_text(json.dumps(m))
     md = write_leaderboard(root, make_plots=False, recipes=recipes).read_text()
     row = _rows(_section(md, "isic2018"))[0]
     assert row[10] == "not comparable: changed dataset.image_size 224→64"
-    assert "seed 000 write-up" not in md  # nor among the references under the table
+    assert "paper 000 write-up" not in md  # nor among the references under the table
     (recipes / "good.yaml").write_text(RECIPE)
     md = write_leaderboard(root, make_plots=False, recipes=recipes).read_text()
     assert _rows(_section(md, "isic2018"))[0][10] == "dice 0.9"

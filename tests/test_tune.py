@@ -1,4 +1,4 @@
-"""Optuna studies on tiny synthetic data: seed 002's grid, failures, pruning, kill/resume, shared storage."""
+"""Optuna studies on tiny synthetic data: paper 002's grid, failures, pruning, kill/resume, shared storage."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from lesionbench.io import read_json
 from lesionbench.studies.tune import TuneOptions, run_study
 from lesionbench.studies.tune_support import build_storage, fail_reason
 
-SEED002 = Path(__file__).parents[1] / "experiments" / "kvasir_resnet50_unet.yaml"
+PAPER002 = Path(__file__).parents[1] / "experiments" / "kvasir_resnet50_unet.yaml"
 TINY = ["model={name: unet, options: {base_channels: 8}}", "dataset.image_size=32", "trainer.accelerator=cpu",
         "trainer.devices=1", "scheduler.name=none", "dataset.augmentation=none"]
 # 12 training images, 3 epochs of batch 2: enough for the two learning rates to reach different val Dice
@@ -36,8 +36,8 @@ def _key(t: optuna.trial.FrozenTrial) -> tuple[float, float]:
     return t.params["optimizer.lr"], t.params["optimizer.weight_decay"]
 
 
-def test_seed002_grid_best_is_highest_val_dice(synthetic_env: Path, tmp_path: Path) -> None:
-    result = run_study(SEED002, TuneOptions(out=tmp_path, synthetic=True, overrides=LEARNS, study_name="s002"))
+def test_paper002_grid_best_is_highest_val_dice(synthetic_env: Path, tmp_path: Path) -> None:
+    result = run_study(PAPER002, TuneOptions(out=tmp_path, synthetic=True, overrides=LEARNS, study_name="s002"))
     study = optuna.load_study(study_name="s002", storage=result.storage)
     trials = study.get_trials()
     assert len(trials) == 4 and {_key(t) for t in trials} == GRID
@@ -58,7 +58,7 @@ def test_seed002_grid_best_is_highest_val_dice(synthetic_env: Path, tmp_path: Pa
     for png in ("optimization_history.png", "param_importances.png"):
         assert (tmp_path / "s002" / png).stat().st_size > 1000
     # re-running a finished grid trains nothing more
-    again = run_study(SEED002, TuneOptions(out=tmp_path, synthetic=True, overrides=LEARNS, study_name="s002"))
+    again = run_study(PAPER002, TuneOptions(out=tmp_path, synthetic=True, overrides=LEARNS, study_name="s002"))
     assert len(again.trials) == 4 and again.best["number"] == best
 
 
@@ -85,7 +85,7 @@ class _AlwaysPrune(optuna.pruners.BasePruner):
 def test_pruned_trial_is_marked_pruned(synthetic_env: Path, tmp_path: Path) -> None:
     """The pruning callback reports val/dice per epoch; a pruned trial is PRUNED, its run folder says so."""
     opts = TuneOptions(out=tmp_path, synthetic=True, overrides=FAST, study_name="p", sampler="tpe", n_trials=1, seed=0)
-    result = run_study(SEED002, opts, pruner=_AlwaysPrune())
+    result = run_study(PAPER002, opts, pruner=_AlwaysPrune())
     (trial,) = optuna.load_study(study_name="p", storage=result.storage).get_trials()
     assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [0]
     assert read_json(tmp_path / "p" / "trial-0" / "run.json")["status"] == "pruned"
@@ -98,7 +98,7 @@ def _tune(tmp_path: Path, synthetic_env: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "LESIONBENCH_SYNTHETIC": str(synthetic_env), "LESIONBENCH_WORKDIR": str(tmp_path / "work"),
            "OMP_NUM_THREADS": "1"}
     sets = [arg for s in FAST for arg in ("--set", s)]
-    cmd = [sys.executable, "-m", "lesionbench.cli", "tune", str(SEED002), "--synthetic", "--out", str(tmp_path / "r"),
+    cmd = [sys.executable, "-m", "lesionbench.cli", "tune", str(PAPER002), "--synthetic", "--out", str(tmp_path / "r"),
            "--study-name", "s", *sets, *extra]
     return subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)

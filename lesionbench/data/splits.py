@@ -4,7 +4,7 @@ Why on disk: a split that is recomputed can silently change (new files, new nump
 written id list is what every later run, and every reader of a leaderboard, can check.
 Carved parts are the first ``round(n * fraction)`` ids (at least 1 when n >= 3) in the order of
 sha256("<salt>:<id>"): identical on every Python/numpy version, and independent of file order.
-Kvasir-SEG's seed002 is the authors' official list (``experiments/splits/kvasir-seg``, see its
+Kvasir-SEG's paper002 is the authors' official list (``experiments/splits/kvasir-seg``, see its
 SOURCE.md): 880 training ids, the 120 validation ids halved into val and test by that hash
 order. A pool without any official id (the synthetic replica) gets the same proportions
 (880/60/60 of 1000 becomes 140/10/10 of 160).
@@ -29,11 +29,14 @@ SPLIT_VERSION = 2  # 2: hash-ordered carving, official Kvasir-SEG lists (1: rand
 OFFICIAL_LISTS = ("experiments/splits",)
 SPLIT_SEED = 42  # fixed per split name, so every training seed sees the same split
 # name -> (val fraction, test fraction) carved from the training pool; None = use official test
-SEED_SPLITS: dict[str, tuple[float, float | None]] = {
-    "seed000": (0.15, 0.15),  # 000: 70/15/15 of the ISIC 2018 training set, seed 42
-    "seed001": (0.10, None),  # 001: ISIC 2016 train minus a 10% val carve-out, official test
-    "seed002": (0.06, 0.06),  # 002: Kvasir-SEG 880/60/60
+PAPER_SPLITS: dict[str, tuple[float, float | None]] = {
+    "paper000": (0.15, 0.15),  # 000: 70/15/15 of the ISIC 2018 training set, seed 42
+    "paper001": (0.10, None),  # 001: ISIC 2016 train minus a 10% val carve-out, official test
+    "paper002": (0.06, 0.06),  # 002: Kvasir-SEG 880/60/60
 }
+#: Hash salts keep the names these splits had when first written ("seed000".."seed002"), so renaming
+#: a split can never change which ids it holds.
+SALT_NAMES = {"paper000": "seed000", "paper001": "seed001", "paper002": "seed002"}
 OFFICIAL_VAL_FRACTION = 0.10  # for editions without an official validation set (ISIC 2016)
 
 Split = dict[str, list[str]]
@@ -85,7 +88,7 @@ def kvasir_official(pool: list[str], seed: int = SPLIT_SEED) -> Split | None:
             f"kvasir-seg: {len(missing)} of the {len(train) + len(held)} ids of the official split "
             f"({folder}) are not among the images, e.g. {missing[0]}; restore the full Kvasir-SEG "
             "folder (`lesionbench data verify kvasir-seg`) or give split: a .json/.txt file")
-    ordered = hash_order(held, f"{seed}:kvasir-seg:seed002:val")
+    ordered = hash_order(held, f"{seed}:kvasir-seg:{SALT_NAMES['paper002']}:val")
     half = len(ordered) // 2
     return {"train": sorted(train), "val": sorted(ordered[:half]), "test": sorted(ordered[half:])}
 
@@ -94,7 +97,7 @@ def make_split(dataset: str, name: str, official: dict[str, list[Sample]], seed:
     """Compute a split from the scanned official parts (no disk access)."""
     ids = {part: sorted(s.id for s in samples) for part, samples in official.items()}
     if dataset == "kvasir-seg" and name == "official":
-        name = "seed002"  # Kvasir-SEG has no official split; the 880/60/60 convention stands in
+        name = "paper002"  # Kvasir-SEG has no official split; the 880/60/60 convention stands in
     if name == "official":
         if "train" not in ids or "test" not in ids:
             raise LesionBenchError(f"{dataset}: the official split needs the training and test archives")
@@ -102,24 +105,25 @@ def make_split(dataset: str, name: str, official: dict[str, list[Sample]], seed:
             return {"train": ids["train"], "val": ids["val"], "test": ids["test"]}
         train, val = _carve(ids["train"], OFFICIAL_VAL_FRACTION, seed, f"{dataset}:official:val")
         return {"train": train, "val": val, "test": ids["test"]}
-    if name not in SEED_SPLITS:
+    if name not in PAPER_SPLITS:
         raise LesionBenchError(
-            f"unknown split '{name}' (use official, {', '.join(SEED_SPLITS)} or a path to a split .json/.txt file)")
-    val_frac, test_frac = SEED_SPLITS[name]
+            f"unknown split '{name}' (use official, {', '.join(PAPER_SPLITS)} or a path to a split .json/.txt file)")
+    val_frac, test_frac = PAPER_SPLITS[name]
+    salt = SALT_NAMES[name]
     pool = ids.get("train") or ids.get("all") or []
-    if dataset == "kvasir-seg" and name == "seed002":
+    if dataset == "kvasir-seg" and name == "paper002":
         official_split = kvasir_official(pool, seed)
         if official_split is not None:
             return official_split
         log.info("kvasir-seg: no official Kvasir-SEG id among %d images (synthetic replica?): "
-                 "seed002 carves 6%%/6%% by hash order instead", len(pool))
+                 "paper002 carves 6%%/6%% by hash order instead", len(pool))
     if test_frac is None:
         if "test" not in ids:
             raise LesionBenchError(f"{dataset}: split {name} uses the official test set, which is not present")
-        train, val = _carve(pool, val_frac, seed, f"{dataset}:{name}:val")
+        train, val = _carve(pool, val_frac, seed, f"{dataset}:{salt}:val")
         return {"train": train, "val": val, "test": ids["test"]}
-    rest, test = _carve(pool, test_frac, seed, f"{dataset}:{name}:test")
-    train, val = _carve(rest, val_frac * len(pool) / max(1, len(rest)), seed, f"{dataset}:{name}:val")
+    rest, test = _carve(pool, test_frac, seed, f"{dataset}:{salt}:test")
+    train, val = _carve(rest, val_frac * len(pool) / max(1, len(rest)), seed, f"{dataset}:{salt}:val")
     return {"train": train, "val": val, "test": test}
 
 
@@ -135,7 +139,7 @@ def check_disjoint(split: Split, source: str) -> None:
 def read_split_file(path: Path) -> Split:
     """JSON {"train": [...], "val": [...], "test": [...]} or TXT lines '<part> <id>' ('#' comments)."""
     if not path.is_file():
-        raise LesionBenchError(f"{path}: split file not found (give official, seed000..seed002 or an existing file)")
+        raise LesionBenchError(f"{path}: split file not found (give official, paper000..paper002 or an existing file)")
     try:
         text = path.read_text()
     except UnicodeDecodeError:

@@ -1,6 +1,6 @@
-"""Per-channel mean/std of a training split, for ``dataset.normalize: dataset`` (seed 003).
+"""Per-channel mean/std of a training split, for ``dataset.normalize: dataset`` (paper 003).
 
-Why: seed 003 normalises with "mean/std from ISIC data", not ImageNet's. The statistics come
+Why: paper 003 normalises with "mean/std from ISIC data", not ImageNet's. The statistics come
 from the training images only (never val/test), at the cached training size, and are stored
 beside the cache keyed by the same manifest hash, so they are computed once per set of files.
 """

@@ -24,17 +24,17 @@ def _flips() -> list[A.BasicTransform]:
     return [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
 
 
-def _seed000() -> list[A.BasicTransform]:
+def _paper000() -> list[A.BasicTransform]:
     """000 (FCT notebook): joint flips and rotation, brightness/contrast on the image."""
     return [*_flips(), A.Rotate(limit=30, p=0.5, **_BORDER), A.RandomBrightnessContrast(0.2, 0.2, p=0.5)]
 
 
-def _seed001() -> list[A.BasicTransform]:
+def _paper001() -> list[A.BasicTransform]:
     """001 (MobileNet U-Net, ISIC 2016): flips p=0.5 and random brightness/contrast."""
     return [*_flips(), A.RandomBrightnessContrast(0.2, 0.2, p=0.5)]
 
 
-def _seed002() -> list[A.BasicTransform]:
+def _paper002() -> list[A.BasicTransform]:
     """002 (Kvasir-SEG): spatial flips, ±20° rotation, affine, elastic; photometric with p=0.8."""
     return [
         *_flips(),
@@ -48,14 +48,14 @@ def _seed002() -> list[A.BasicTransform]:
     ]
 
 
-def _seed003() -> list[A.BasicTransform]:
+def _paper003() -> list[A.BasicTransform]:
     """003: random horizontal and vertical flips and rotations."""
     return [*_flips(), A.Rotate(limit=30, p=0.5, **_BORDER)]
 
 
 RECIPES: dict[str, Callable[[], list[A.BasicTransform]]] = {
     "none": list, "basic": list,  # "basic": the old name of "none" (kept for old configs)
-    "seed000": _seed000, "seed001": _seed001, "seed002": _seed002, "seed003": _seed003, "seed004": _flips,
+    "paper000": _paper000, "paper001": _paper001, "paper002": _paper002, "paper003": _paper003, "paper004": _flips,
 }
 
 

@@ -1,10 +1,10 @@
 """CAM / Grad-CAM heatmaps for a trained run, with pytorch-grad-cam (no hand-written hooks).
 
-Seed 004 shows two views: a CAM at the last layer (what the final pixel decision looks at)
+Paper 004 shows two views: a CAM at the last layer (what the final pixel decision looks at)
 and a Grad-CAM at the bottleneck (what the global context encodes). Every registered model
 names both layers in ``model.cam_layers()``, so the same code explains every architecture.
 
-What seed 004's code computes, exactly, is ``cam-writeup`` and ``gradcam-writeup``:
+What paper 004's code computes, exactly, is ``cam-writeup`` and ``gradcam-writeup``:
 
 - ``cam-writeup`` (default layer ``head``, the final 1×1 conv): weights = the spatial mean of
   the model output per output channel; map = sum over c < #output channels of weight[c] ×
@@ -54,7 +54,7 @@ METHODS: dict[str, type] = {
     "cam": GradCAM, "gradcam": GradCAM, "cam-writeup": GradCAM, "gradcam-writeup": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM,
     "hirescam": HiResCAM, "layercam": LayerCAM, "eigencam": EigenCAM, "eigengradcam": EigenGradCAM,
 }
-#: Seed 004: CAM at the last layer, Grad-CAM (and the other methods) at the bottleneck.
+#: Paper 004: CAM at the last layer, Grad-CAM (and the other methods) at the bottleneck.
 DEFAULT_LAYER = {"cam": "last", "cam-writeup": "head", "gradcam-writeup": "bottleneck"}
 
 
@@ -110,7 +110,7 @@ def _spatial(t: torch.Tensor) -> torch.Tensor:
 
 
 class PixelTarget:
-    """Seed 004's Grad-CAM target: one class logit at one pixel (default: the centre)."""
+    """Paper 004's Grad-CAM target: one class logit at one pixel (default: the centre)."""
 
     def __init__(self, class_index: int, pixel: tuple[int, int] | None = None) -> None:
         self.class_index, self.pixel = class_index, pixel
@@ -121,7 +121,7 @@ class PixelTarget:
 
 
 def writeup_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module) -> np.ndarray:
-    """Seed 004's ``CAM.compute_cam`` for one image: sum_c mean(output_c) × activation_c, ReLU, min-max."""
+    """Paper 004's ``CAM.compute_cam`` for one image: sum_c mean(output_c) × activation_c, ReLU, min-max."""
     seen: dict[str, torch.Tensor] = {}
     hook = layer.register_forward_hook(lambda _m, _i, o: seen.__setitem__("a", o))
     try:

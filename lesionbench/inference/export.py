@@ -1,6 +1,6 @@
 """Export a trained run: safetensors (+ config.json), ONNX, TorchScript — each verified on export.
 
-Load the safetensors export with the registry in three lines (seed 002's usage, adapted)::
+Load the safetensors export with the registry in three lines (paper 002's usage, adapted)::
 
     from lesionbench.models import load_pretrained
     model = load_pretrained("exported/")   # config.json + model.safetensors

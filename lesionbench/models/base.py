@@ -45,7 +45,7 @@ class SegmentationModel(nn.Module):
     weights_id: str = "none"
 
     def forward(self, x: Tensor) -> Logits:
-        """Inputs of any H×W (767×1022 for seed 004): zero-padded right/bottom to ``size_multiple``,
+        """Inputs of any H×W (767×1022 for paper 004): zero-padded right/bottom to ``size_multiple``,
         logits cropped back, so no layer sees a size its strides cannot halve evenly."""
         size = x.shape[-2:]
         pad_h, pad_w = -size[0] % self.size_multiple, -size[1] % self.size_multiple
@@ -91,7 +91,7 @@ class SegmentationModel(nn.Module):
 
     def init_modules(self) -> list[nn.Module]:
         """What ``model.init`` initialises: every layer, except a pretrained encoder (ImageNet or a
-        file), whose weights must never be reset. Seed 003's U-Nets train from scratch, so their
+        file), whose weights must never be reset. Paper 003's U-Nets train from scratch, so their
         init reaches the encoder too."""
         return self.decoder_modules() if self.weights_id != "none" else [self.encoder, *self.decoder_modules()]
 

@@ -1,4 +1,4 @@
-"""Small building blocks shared by the U-Net family (seeds 002, 003, 004)."""
+"""Small building blocks shared by the U-Net family (papers 002, 003, 004)."""
 
 from __future__ import annotations
 

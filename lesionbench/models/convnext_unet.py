@@ -1,4 +1,4 @@
-"""U-Net with a ConvNeXt-Tiny encoder, residual decoder blocks and attention gates (seed 003).
+"""U-Net with a ConvNeXt-Tiny encoder, residual decoder blocks and attention gates (paper 003).
 
 The write-up (ISIC 2018 Task 2, five attribute masks) names the parts, not the widths: the
 timm ``convnext_tiny`` features (96/192/384/768 ch at /4../32) feed four attention-gated,
@@ -55,7 +55,7 @@ class ConvNeXtUNet(SegmentationModel):
         return {"last": self.decoder.blocks[-1], "bottleneck": list(self.encoder.stages().values())[-1]}
 
 
-@register_model(source="seed 003", input_size=256, encoder="timm:{encoder}")
+@register_model(source="paper 003", input_size=256, encoder="timm:{encoder}")
 def unet_convnext_attention(num_classes: int = 5, weights: str = DEFAULT_WEIGHTS,
                             encoder: str = "convnext_tiny") -> ConvNeXtUNet:
     """ConvNeXt-Tiny encoder, residual + attention-gated decoder (ISIC 2018 Task 2)."""

@@ -51,7 +51,7 @@ class ResNetEncoder(nn.Module):
 
 
 class MobileNetV2Encoder(nn.Module):
-    """torchvision ``mobilenet_v2().features`` split at stride changes (seed 001).
+    """torchvision ``mobilenet_v2().features`` split at stride changes (paper 001).
 
     stage1 = features[:4] (24 ch, /4), stage2 = [4:7] (32, /8), stage3 = [7:14] (96, /16),
     stage4 = [14:] (1280, /32); features[:14] has 542,528 parameters, all features 2,223,872.
@@ -82,7 +82,7 @@ class MobileNetV2Encoder(nn.Module):
 
 
 class TimmEncoder(nn.Module):
-    """Any timm backbone with ``features_only=True`` (ConvNeXt-Tiny for seed 003); weights by exact tag."""
+    """Any timm backbone with ``features_only=True`` (ConvNeXt-Tiny for paper 003); weights by exact tag."""
 
     def __init__(self, name: str = "convnext_tiny", weights: str = "imagenet") -> None:
         super().__init__()

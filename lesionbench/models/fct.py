@@ -1,4 +1,4 @@
-"""FCT decoder on a ResNet-50 encoder (seed 000, DermSeg; FCT: Tragakis et al., WACV 2023).
+"""FCT decoder on a ResNet-50 encoder (paper 000, DermSeg; FCT: Tragakis et al., WACV 2023).
 
 Built from the write-up and the facts of the authors' TensorFlow code:
 - taps relu(conv1) 112x112x64, layer1..layer4 -> 1x1 conv projections to 16/32/64/128/384
@@ -171,7 +171,7 @@ class FCTResNet(SegmentationModel):
         return {"last": self.decoder.blocks[-1], "bottleneck": self.decoder.bottleneck}
 
 
-@register_model(source="seed 000", input_size=224, heads=3, encoder="torchvision:resnet50")
+@register_model(source="paper 000", input_size=224, heads=3, encoder="torchvision:resnet50")
 def fct_resnet50(num_classes: int = 1, weights: str = DEFAULT_WEIGHTS, heads: int = 2,
                  drop_path: float = 0.0) -> FCTResNet:
     """ResNet-50 encoder + FCT decoder with three deep-supervision heads (DermSeg)."""

@@ -1,4 +1,4 @@
-"""MobileNetV2 encoder + AdvancedDecoder (seed 001, ISIC 2016, 128x128 input).
+"""MobileNetV2 encoder + AdvancedDecoder (paper 001, ISIC 2016, 128x128 input).
 
 The write-up gives module names (up1/conv1/up2/conv2/up3/conv3, final conv, upsample to target)
 and a parameter table, not channel widths. The table is the spec: total 6,995,457; encoder
@@ -80,7 +80,7 @@ def _fit(x: Tensor, ref: Tensor) -> Tensor:
 
 
 class MobileNetUNet(SegmentationModel):
-    """MobileNetV2 U-Net of seed 001; stages encoder.stage1..stage4, decoder, head."""
+    """MobileNetV2 U-Net of paper 001; stages encoder.stage1..stage4, decoder, head."""
 
     default_input_size = 128
 
@@ -94,7 +94,7 @@ class MobileNetUNet(SegmentationModel):
         return {"last": self.decoder.conv3, "bottleneck": self.encoder.features[18]}
 
 
-@register_model(source="seed 001", input_size=128, encoder="torchvision:mobilenet_v2")
+@register_model(source="paper 001", input_size=128, encoder="torchvision:mobilenet_v2")
 def mobilenet_unet(num_classes: int = 1, weights: str = DEFAULT_WEIGHTS, dilation: int = 2) -> MobileNetUNet:
     """MobileNetV2 encoder + AdvancedDecoder (6,995,457 params, matching the write-up)."""
     return MobileNetUNet(num_classes, weights, dilation)

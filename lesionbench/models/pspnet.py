@@ -1,4 +1,4 @@
-"""The write-up's PSPNet (seed 004): two-conv stem encoder, pyramid pooling 1/2/3/6, decoder.
+"""The write-up's PSPNet (paper 004): two-conv stem encoder, pyramid pooling 1/2/3/6, decoder.
 
 The write-up's own network uses a 2-layer strided stem (3->256->512, /4) instead of a ResNet;
 ``smp:PSPNet/resnet50`` is the library version with a real backbone. The optional auxiliary
@@ -82,7 +82,7 @@ class PSPHead(nn.Module):
 
 
 class PSPNet(SegmentationModel):
-    """PSPNet of seed 004; stages encoder, encoder.stage1/2, decoder, head."""
+    """PSPNet of paper 004; stages encoder, encoder.stage1/2, decoder, head."""
 
     default_input_size = 256
     size_multiple = 4  # two stride-2 convs; pyramid pooling takes any size
@@ -99,7 +99,7 @@ class PSPNet(SegmentationModel):
         return {"last": self.decoder.conv, "bottleneck": self.decoder.ppm}
 
 
-@register_model(source="seed 004", input_size=256)
+@register_model(source="paper 004", input_size=256)
 def pspnet(num_classes: int = 1, backbone_features: int = 512, pool_sizes: tuple[int, ...] = (1, 2, 3, 6),
            aux: bool = False) -> PSPNet:
     """PSPNet with the write-up's two-conv stem and pyramid pooling (1, 2, 3, 6)."""

@@ -25,7 +25,7 @@ class ModelInfo:
     """One registry row: what ``lesionbench models`` prints."""
 
     name: str
-    source: str  # "seed 000", "smp", "classic", "test", ...
+    source: str  # "paper 000", "smp", "classic", "test", ...
     input_size: int  # the write-up's square input size
     heads: int  # number of outputs in training mode (>1 = deep supervision)
     params: int | None  # parameter count at the default options (num_classes=1)

@@ -1,4 +1,4 @@
-"""ResNet-50 U-Net for Kvasir-SEG (seed 002, 256x256, single-channel logits).
+"""ResNet-50 U-Net for Kvasir-SEG (paper 002, 256x256, single-channel logits).
 
 The write-up fixes the encoder taps (64/256/512/1024/2048 at strides 2..32), "transposed-conv
 x2 upsampling + double conv block at each level" and concatenated skips; it does not give
@@ -53,7 +53,7 @@ class ResNetUNet(SegmentationModel):
         return {"last": self.decoder.blocks[-1], "bottleneck": self.encoder.layer4}
 
 
-@register_model(source="seed 002", input_size=256, encoder="torchvision:resnet50")
+@register_model(source="paper 002", input_size=256, encoder="torchvision:resnet50")
 def resnet50_unet(num_classes: int = 1, weights: str = DEFAULT_WEIGHTS,
                   decoder_channels: tuple[int, ...] = (512, 256, 128, 64, 32)) -> ResNetUNet:
     """ResNet-50 encoder U-Net, transposed-conv up-steps + double conv (Kvasir-SEG)."""

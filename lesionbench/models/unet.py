@@ -1,7 +1,7 @@
-"""Classic U-Net and its residual / attention variants (seeds 003 and 004).
+"""Classic U-Net and its residual / attention variants (papers 003 and 004).
 
 Layout follows the widely used PyTorch U-Net (milesial/Pytorch-UNet, whose ``bilinear`` switch
-seed 003 exposes): 64-128-256-512 + 1024 bottleneck, ConvTranspose2d up-steps; with
+paper 003 exposes): 64-128-256-512 + 1024 bottleneck, ConvTranspose2d up-steps; with
 ``bilinear: true`` the bottleneck is halved and up-steps are parameter-free.
 """
 
@@ -63,7 +63,7 @@ class UNetDecoder(nn.Module):
 
 
 class UNet(SegmentationModel):
-    """U-Net (Ronneberger et al. 2015); ``residual`` / ``attention`` give seed 003's variants."""
+    """U-Net (Ronneberger et al. 2015); ``residual`` / ``attention`` give paper 003's variants."""
 
     default_input_size = 256
     size_multiple = 16  # four 2x2 max-pools
@@ -79,19 +79,19 @@ class UNet(SegmentationModel):
         return {"last": self.decoder.blocks[-1], "bottleneck": self.encoder.bottleneck}
 
 
-@register_model(source="seed 003/004", input_size=256)
+@register_model(source="paper 003/004", input_size=256)
 def unet(num_classes: int = 1, base_channels: int = 64, bilinear: bool = False) -> UNet:
     """Classic U-Net, DoubleConv blocks, 64..1024 channels."""
     return UNet(num_classes, base_channels, bilinear)
 
 
-@register_model(source="seed 003", input_size=256)
+@register_model(source="paper 003", input_size=256)
 def unet_residual(num_classes: int = 1, base_channels: int = 64, bilinear: bool = False) -> UNet:
     """U-Net with residual blocks in encoder and decoder."""
     return UNet(num_classes, base_channels, bilinear, residual=True)
 
 
-@register_model(source="seed 003", input_size=256)
+@register_model(source="paper 003", input_size=256)
 def unet_attention(num_classes: int = 1, base_channels: int = 64, bilinear: bool = False) -> UNet:
     """Attention U-Net: additive attention gates on every skip (Oktay et al. 2018)."""
     return UNet(num_classes, base_channels, bilinear, attention=True)

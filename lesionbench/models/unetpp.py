@@ -1,4 +1,4 @@
-"""UNet++ (Zhou et al. 2018) as in seed 004: VGG blocks, filters 32..512, nested dense skips.
+"""UNet++ (Zhou et al. 2018) as in paper 004: VGG blocks, filters 32..512, nested dense skips.
 
 Deep supervision: four 1x1 heads on X^{0,1..4} with equal loss weights. Eval mode:
 ``mode: accurate`` averages the four heads' logits, ``mode: fast`` uses one head
@@ -99,7 +99,7 @@ class UNetPlusPlus(SegmentationModel):
         return {"last": self.decoder.nodes["conv0_4"], "bottleneck": self.encoder.blocks[-1]}
 
 
-@register_model(source="seed 004", input_size=256, heads=4)
+@register_model(source="paper 004", input_size=256, heads=4)
 def unetplusplus(num_classes: int = 1, base_channels: int = 32, deep_supervision: bool = True,
                  mode: str = "accurate", fast_head: int = 4) -> UNetPlusPlus:
     """UNet++ with nested dense skips and four deeply supervised heads."""

@@ -102,7 +102,7 @@ def save_encoder_weights(encoder: nn.Module, path: str | Path) -> Path:
 
 
 def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` (name, num_classes, options), seed 002 style."""
+    """Write ``model.safetensors`` + ``config.json`` (name, num_classes, options), paper 002 style."""
     from safetensors.torch import save_model
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ DATASET_REFERENCES: dict[str, list[tuple[str, str, float | None, str, str]]] = {
     "isic2018": [("ISIC 2018 Task 1 challenge winner", "thresholded_jaccard", 0.802,
                   f"mean over test images of the Jaccard index, counted as 0 where below {JACCARD_THRESHOLD}",
                   "official 1000-image challenge test set")],
-    "kvasir-seg": [("seed 002 ResNet-50 U-Net", "dice", None, "no test score reported", "880 / 60 / 60 split")],
+    "kvasir-seg": [("paper 002 ResNet-50 U-Net", "dice", None, "no test score reported", "880 / 60 / 60 split")],
 }
 NOT_COMPARABLE = {"synthetic": "generated replica data: published scores are not comparable"}
 

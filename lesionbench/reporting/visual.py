@@ -1,4 +1,4 @@
-"""Visual report of one finished run, in ``<run>/report/`` (seed 001's figures, for every run).
+"""Visual report of one finished run, in ``<run>/report/`` (paper 001's figures, for every run).
 
 Curves (loss and Dice per epoch, phases marked), a grid of test images with ground truth,
 prediction and overlay, error maps (false positives / false negatives in two colours) and

@@ -162,7 +162,7 @@ def bench_epoch(s: Settings, root: Path, work: Path, log: Callable[[str], None])
 
     done = _phase(f"ISIC 2018 epoch ({s.epoch_images} images, {s.epoch_size} px)", log)
     name = s.models[0]
-    cfg = m.experiment(name, root, s.epoch_size, s.epoch_batch, s.device, s.workers, augmentation="seed002",
+    cfg = m.experiment(name, root, s.epoch_size, s.epoch_batch, s.device, s.workers, augmentation="paper002",
                        compiled=s.compile)
     dm = SegmentationDataModule.from_experiment(cfg)
     t = time.perf_counter()
@@ -175,7 +175,7 @@ def bench_epoch(s: Settings, root: Path, work: Path, log: Callable[[str], None])
     seconds = time.perf_counter() - t
     done()
     return {"model": name, "images": len(dm.train_ids), "val_images": len(dm.val_ids), "size": s.epoch_size,
-            "batch": s.epoch_batch, "augmentation": "seed002", "cache_build_s": build, "epoch_s": seconds,
+            "batch": s.epoch_batch, "augmentation": "paper002", "cache_build_s": build, "epoch_s": seconds,
             "img_s": len(dm.train_ids) / seconds}
 
 

@@ -35,7 +35,7 @@ class Settings:
     loader_images: int = 16
     loader_batch: int = 8
     loader_reps: int = 3
-    augmentations: tuple[str, ...] = ("seed002", "none")
+    augmentations: tuple[str, ...] = ("paper002", "none")
     workers: int = 0
     rate_size: int = 224
     rate_batch: int = 4

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lesionbench.config import (
+    RENAMED,
     ConfigError,
     DatasetName,
     ExperimentConfig,
@@ -87,7 +88,8 @@ def load_suite(name_or_path: str) -> SuiteConfig:
         path = experiments_dir() / "suites" / f"{name_or_path}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (experiments_dir() / "suites").glob("*.yaml"))
-        raise ConfigError(f"unknown suite '{name_or_path}' (known: {', '.join(known)})")
+        renamed = f"; '{name_or_path}' is now called '{RENAMED[name_or_path]}'" if name_or_path in RENAMED else ""
+        raise ConfigError(f"unknown suite '{name_or_path}' (known: {', '.join(known)}){renamed}")
     try:
         return SuiteConfig.model_validate(read_yaml(path))
     except ValidationError as err:

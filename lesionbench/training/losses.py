@@ -8,12 +8,12 @@ Where smp is used and what it means (smp 0.4–0.7, ``segmentation_models_pytorc
 - ``bce``: ``torch.nn.BCEWithLogitsLoss`` (mean over every pixel and channel); option ``pos_weight``.
 - ``dice`` / ``jaccard`` / ``tversky``: smp ``DiceLoss`` / ``JaccardLoss`` / ``TverskyLoss``
   (``from_logits=True``). Soft counts are pooled over the batch and the pixels of each channel
-  ("batch dice", as seeds 001/004 compute it), loss = 1 − score, then the mean over channels.
-  Tversky: ``alpha`` weighs false positives, ``beta`` false negatives (seed 002: 0.3 / 0.7, so
-  missed polyp pixels cost more) — the same convention as Salehi et al. and seed 002.
+  ("batch dice", as papers 001/004 compute it), loss = 1 − score, then the mean over channels.
+  Tversky: ``alpha`` weighs false positives, ``beta`` false negatives (paper 002: 0.3 / 0.7, so
+  missed polyp pixels cost more) — the same convention as Salehi et al. and paper 002.
 - ``focal``: smp ``FocalLoss`` — per-pixel Lin et al. focal loss ``-α_t (1-p_t)^γ log p_t``,
   mean over all pixels; ``alpha`` weighs the *foreground* (α for y=1, 1−α for y=0) and no
-  ``alpha`` option means no class weighting. Seed 002's ``Focal(α=0.8, γ=2)`` is read this way.
+  ``alpha`` option means no class weighting. Paper 002's ``Focal(α=0.8, γ=2)`` is read this way.
   Note: the popular Kaggle "FocalLoss(alpha=0.8, gamma=2)" applies α·(1−e^{−BCE})^γ·BCE to the
   *batch-mean* BCE (a scalar, no per-pixel focusing, α a plain scale); we do not copy that,
   because the seed's stated purpose (down-weight easy pixels) needs the per-pixel form.
