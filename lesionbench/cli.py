@@ -247,11 +247,12 @@ def status(
 
 @app.command()
 def models(
-    smp_counts: Annotated[bool, typer.Option("--smp-counts/--no-smp-counts", help="Also count the smp matrix rows (~15 s)")] = True,
+    smp_counts: Annotated[bool, typer.Option("--smp-counts/--no-smp-counts",
+                          help="Also count the smp matrix rows (builds each one: about a minute)")] = False,
 ) -> None:
     """List every registered model with its input size, parameters and deep-supervision heads.
 
-    Example: lesionbench models
+    Example: lesionbench models --smp-counts
     """
     from lesionbench.models import list_models
 

@@ -131,9 +131,11 @@ def create_model(name: str, num_classes: int = 1, **options: Any) -> Segmentatio
 
 
 def list_models(with_params: bool | str = True, source: str | None = None) -> list[ModelInfo]:
-    """Every registered model; parameter counts come from a build on the meta device (no memory).
+    """Every registered model; parameter counts of our own models come from a build on the meta
+    device (no memory), those of smp rows from a real build, so modules that never receive a
+    gradient are not counted (see ``smp_zoo.drop_unused``).
 
-    smp matrix rows are counted only with ``with_params="all"`` (about 10 s for all of them).
+    smp matrix rows are counted only with ``with_params="all"``.
     """
     _ensure_loaded()
     rows = []
@@ -143,18 +145,25 @@ def list_models(with_params: bool | str = True, source: str | None = None) -> li
             continue
         params = None
         if with_params == "all" or (with_params and e.source != "smp"):
-            opts = {"weights": "none"} if accepts_option(name, "weights") else {}
-            try:
-                with torch.device("meta"):
-                    params = count_params(create_model(name, num_classes=1, **opts))
-            except Exception:  # some encoders cannot be built on the meta device (mit_b0): build for real
-                try:
-                    params = count_params(create_model(name, num_classes=1, **opts))
-                except Exception:  # noqa: BLE001 - a listing must not fail on one model
-                    params = None
+            params = listed_params(name)
         doc = (inspect.getdoc(e.fn) or "").splitlines()
         rows.append(ModelInfo(name, e.source, e.input_size, e.heads, params, doc[0] if doc else ""))
     return rows
+
+
+def listed_params(name: str) -> int | None:
+    """Parameters of a registered model as ``lesionbench models`` lists them (None if it cannot be built).
+    smp rows are built for real: dropping their gradient-less modules needs one forward pass."""
+    e = _REGISTRY[name]
+    opts = {"weights": "none"} if accepts_option(name, "weights") else {}
+    try:
+        with torch.device("cpu" if e.source == "smp" else "meta"):
+            return count_params(create_model(name, num_classes=1, **opts))
+    except Exception:  # some encoders cannot be built on the meta device (mit_b0): build for real
+        try:
+            return count_params(create_model(name, num_classes=1, **opts))
+        except Exception:  # noqa: BLE001 - a listing must not fail on one model
+            return None
 
 
 def _ensure_loaded() -> None:
