@@ -1,6 +1,7 @@
 """Synthetic replicas, official layouts, scanning rules (junk, upper case, missing folders)."""
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -100,3 +101,35 @@ def test_ensure_is_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
                         write_all(out, seed=seed, counts=COUNTS, size=(40, 48)))
     assert syn.ensure(tmp_path) == tmp_path and syn.ensure(tmp_path) == tmp_path
     assert len(calls) == 1
+
+
+def test_processes_started_together_write_the_replica_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--workers``/SLURM tasks all call ensure() on a fresh machine: one writes, the rest wait for it
+    (each thread opens the lock file itself, which flock treats like separate processes)."""
+    import threading
+    import time
+
+    import lesionbench.data.synthetic as syn
+    calls = []
+
+    def slow_write(out, seed=0):
+        calls.append(out)
+        time.sleep(0.3)  # the others arrive while this one writes
+        return write_all(out, seed=seed, counts=COUNTS, size=(40, 48))
+
+    monkeypatch.setattr(syn, "write_all", slow_write)
+    results: list[Path] = []
+    threads = [threading.Thread(target=lambda: results.append(syn.ensure(tmp_path))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert results == [tmp_path] * 3 and len(calls) == 1
+
+
+def test_a_garbled_marker_means_write_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lesionbench.data.synthetic as syn
+    (tmp_path / syn.MARKER).write_text('{"version": ')  # an old non-atomic write cut short
+    monkeypatch.setattr(syn, "write_all", lambda out, seed=0: write_all(out, seed=seed, counts=COUNTS, size=(40, 48)))
+    assert syn.ensure(tmp_path) == tmp_path
+    assert json.loads((tmp_path / syn.MARKER).read_text())["version"] == syn.VERSION

@@ -8,8 +8,10 @@ of (seed, ISIC number), so an id shared by two editions has identical bytes, as 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from PIL import Image
 
 from lesionbench.data.layouts import LAYOUTS, TASK2_ATTRIBUTES
 from lesionbench.data.render import render_polyp, render_skin
+from lesionbench.io import atomic_write_text
 from lesionbench.settings import settings
 
 VERSION = 3
@@ -152,17 +155,37 @@ def write_all(out: str | Path, seed: int = 0, counts: dict[str, dict[str, int]] 
         writer.kvasir(counts[d]["all"]) if d == "kvasir-seg" else writer.isic(d, counts)
     info = {"version": VERSION, "seed": seed, "counts": counts, "size": size, "full_size": full_size,
             "datasets": list(datasets), "seconds": round(time.perf_counter() - t0, 2)}
-    (out / MARKER).write_text(json.dumps(info, indent=1))
+    atomic_write_text(out / MARKER, json.dumps(info, indent=1))  # written last: the replica is complete
     return out
 
 
 def ensure(root: Path | str | None = None, seed: int = 0) -> Path:
     """Write the default replicas under ``root`` unless a complete set is already there (any seed,
-    counts or size: a replica someone wrote on purpose, e.g. with ``lesionbench data synth``, is kept)."""
+    counts or size: a replica someone wrote on purpose, e.g. with ``lesionbench data synth``, is kept).
+
+    Processes started together (``--workers``, a SLURM array, two shells) take a lock: one writes,
+    the others wait and then find the marker, so nobody reads an image while it is being written."""
     root = Path(root) if root else default_root()
-    marker = root / MARKER
-    if marker.is_file():
-        info = json.loads(marker.read_text())
-        if info.get("version") == VERSION and len(info.get("datasets", [])) == len(DEFAULT_COUNTS):
-            return root
-    return write_all(root, seed=seed)
+    if _complete(root):
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(root / ".lesionbench-synthetic.lock"):
+        return root if _complete(root) else write_all(root, seed=seed)
+
+
+def _complete(root: Path) -> bool:
+    try:
+        info = json.loads((root / MARKER).read_text())
+    except (OSError, ValueError):  # absent, or garbage left by an old non-atomic write: write again
+        return False
+    return info.get("version") == VERSION and len(info.get("datasets", [])) == len(DEFAULT_COUNTS)
+
+
+@contextmanager
+def _locked(path: Path):
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes, also if the process dies
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
