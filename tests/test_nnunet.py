@@ -121,8 +121,10 @@ def test_run_folder_is_complete(nnunet_run: TinyRun) -> None:
 @needs_nnunet
 @pytest.mark.slow
 def test_test_metrics_recomputed_from_predicted_masks(nnunet_run: TinyRun) -> None:
-    """The saved masks are at each ground truth's own size (trained at 32 px) and give the CSV's numbers."""
+    """The saved masks are at each ground truth's own size (trained at 32 px) and give the CSV's numbers,
+    boundary distances included (the same columns as every other run's)."""
     from lesionbench.data.decode import load_mask
+    from lesionbench.training.boundary import boundary_distances
     from lesionbench.training.metrics import image_stats, per_image_metrics
 
     run_dir = nnunet_run.run_dir
@@ -135,6 +137,9 @@ def test_test_metrics_recomputed_from_predicted_masks(nnunet_run: TinyRun) -> No
         assert pred.shape == truth.shape and truth.shape[-2:] != (32, 32)
         dice = float(per_image_metrics(image_stats(pred, truth))["dice"][0, 0])
         assert dice == pytest.approx(rows.loc[s.id, "dice"], abs=1e-9)
+        hd95, assd = boundary_distances(pred[0, 0], truth[0, 0])
+        assert (hd95, assd) == pytest.approx((rows.loc[s.id, "hd95"], rows.loc[s.id, "assd"]), abs=1e-6)
+    assert {"hd95", "assd"} <= set(json.loads((run_dir / "metrics.json").read_text())["per_image"])
 
 
 @needs_nnunet

@@ -18,6 +18,7 @@ from PIL import Image
 from lesionbench.data.decode import load_mask, load_pair
 from lesionbench.data.layouts import Sample
 from lesionbench.io import atomic_write_json, read_json
+from lesionbench.training.boundary import image_boundary
 from lesionbench.training.metrics import image_stats, resize_logits_to, summarize
 
 LABELS = {"background": 0, "lesion": 1}
@@ -72,9 +73,9 @@ def exported_ids(raw: Path) -> dict[str, list[str]]:
 def score(samples: list[Sample], predictions: Path, threshold: int, dataset: str, class_names: list[str],
           masks_out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """nnU-Net's lesion probabilities -> bilinear to each ground truth's original size -> > 0.5 ->
-    our counts and summary; the binary masks (0/255) are kept in ``masks_out`` for re-scoring."""
+    our counts, boundary distances and summary; the binary masks (0/255) are kept in ``masks_out`` for re-scoring."""
     masks_out.mkdir(parents=True, exist_ok=True)
-    stats = []
+    stats, boundary = [], []
     for s in samples:
         probs = np.load(predictions / f"{s.id}.npz")["probabilities"]  # (classes, 1, H, W) for 2D images
         lesion = torch.from_numpy(probs[LABELS["lesion"]].astype(np.float32)).reshape(1, 1, *probs.shape[-2:])
@@ -82,4 +83,6 @@ def score(samples: list[Sample], predictions: Path, threshold: int, dataset: str
         pred = resize_logits_to(lesion, truth.shape[-2:]) > 0.5
         Image.fromarray(pred[0, 0].numpy().astype(np.uint8) * 255).save(masks_out / f"{s.id}.png")
         stats.append(image_stats(pred, truth)[0])
-    return summarize(torch.stack(stats), [s.id for s in samples], dataset, class_names)
+        boundary.append(image_boundary(pred, truth)[0])  # HD95/ASSD as the test loop computes them
+    return summarize(torch.stack(stats), [s.id for s in samples], dataset, class_names,
+                     boundary=torch.stack(boundary))
