@@ -71,6 +71,8 @@ def bench_training(s: Settings, root: Path, work: Path, log: Callable[[str], Non
                     bare.append(seconds)
                     peaks.append(peak)
             est = m.ratio_ci(light, bare)
+            log(f"bench: {name}: block {len(light)}/{s.max_blocks}, ratio {est['ratio']:.3f} "
+                f"±{100 * est['halfwidth']:.1f}% (stops at ±{100 * s.precision:.0f}%)")
             if len(light) >= s.max_blocks or (len(light) >= s.min_blocks and est["halfwidth"] <= s.precision):
                 break
         images = s.steps * s.train_batch

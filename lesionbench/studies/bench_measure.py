@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,9 @@ def lightning_steps(task: SegmentationTask, dm: SegmentationDataModule, cfg: Exp
     LR monitor; no progress bar, as in suite runs); returns (timed seconds of ``steps`` steps, threads then)."""
     timer = StepTimer(warmup, steps, device)
     trainer, _ = build_trainer(cfg, task.phase, run_dir / "checkpoints", run_dir, [timer], progress=False)
-    trainer.fit(task, datamodule=dm)  # cfg.trainer.compile / channels_last act in task.configure_model
+    with warnings.catch_warnings():  # timed fits skip validation, so the checkpoint has no metric to watch
+        warnings.filterwarnings("ignore", message=r".*could not find the monitored key")
+        trainer.fit(task, datamodule=dm)  # cfg.trainer.compile / channels_last act in task.configure_model
     if timer.t1 <= timer.t0:
         raise RuntimeError(f"bench: Lightning ran fewer than {warmup + steps} steps (too few training images?)")
     return timer.seconds, timer.threads
