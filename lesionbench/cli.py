@@ -179,11 +179,10 @@ def evaluate(
     if split not in ("train", "val", "test"):
         raise LesionBenchError(f"--split {split!r}: use test, val or train")
     result = evaluate_run(run_dir, dataset, split, root=root)
-    m, ex = result.metrics, result.metrics.get("excluded", {})
-    challenge = m.get("challenge", {})
-    console.print(f"{result.status}: {run_dir.name} on {dataset}/{split}: {challenge.get('metric')} "
-                  f"{challenge.get('value', float('nan')):.4f} over {m.get('n_test')} image(s); "
-                  f"{ex.get('count', 0)} of {ex.get('of', '?')} excluded as seen in training/validation "
+    m = result.metrics
+    score = f"{m.challenge.metric} {m.challenge.value:.4f}" if m.challenge else f"dice {m.per_image['dice']:.4f}"
+    console.print(f"{result.status}: {run_dir.name} on {dataset}/{split}: {score} over {m.n_test} image(s); "
+                  f"{m.excluded.count} of {m.excluded.of} excluded as seen in training/validation "
                   f"→ {result.folder}", markup=False, highlight=False, soft_wrap=True)
 
 

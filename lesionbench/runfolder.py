@@ -140,7 +140,7 @@ def _one_line(path: Path, err: ValidationError, what: str = "") -> str:
     e = err.errors()[0]
     key = ".".join(str(p) for p in e["loc"]) or "<root>"
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{path}{what}: {key}: {e['msg']}{more} (re-run the experiment to rewrite it)"
+    return f"{path}{what}: key '{key}': {e['msg']}{more} (re-run the experiment to rewrite it)"
 
 
 def _read(path: Path, model: type[BaseModel]) -> Any:
@@ -149,7 +149,7 @@ def _read(path: Path, model: type[BaseModel]) -> Any:
     try:
         data = read_json(path)
     except (OSError, ValueError) as err:
-        raise RunFolderError(f"{path}: not readable JSON ({str(err).splitlines()[0]})") from None
+        raise RunFolderError(f"{path}: not valid JSON ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise RunFolderError(f"{path}: expected a JSON object, got {type(data).__name__}")
     try:
@@ -195,6 +195,55 @@ def write_metrics(run_dir: str | Path, metrics: RunMetrics) -> Path:
 
 def write_per_image(run_dir: str | Path, rows: list[PerImageRow]) -> Path:
     return atomic_write_csv(Path(run_dir) / PER_IMAGE, [r.model_dump() for r in rows])
+
+
+class EvalStamp(BaseModel):
+    """What a stored evaluation was made from: it is reused only while all of it still matches."""
+
+    source_config_hash: str
+    source_finished: str | None = None
+    dataset: str
+    split: str
+
+
+class Excluded(BaseModel):
+    """Target images left out because the run trained or validated on them (data/leakage.py)."""
+
+    count: int = Field(ge=0)
+    by_id: int = Field(0, ge=0)
+    by_bytes: int = Field(0, ge=0)
+    of: int = Field(ge=0, description="images in the target split before exclusion")
+    ids: list[str] = Field(default_factory=list)
+
+
+class EvalMetrics(_Strict):
+    """eval/<dataset>[__<split>]/metrics.json: a finished run scored on another dataset's split
+    (studies/evaluate.py), beside its own per_image.csv (rows as ``PerImageRow``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    per_image: dict[str, float]
+    pooled: dict[str, float] = Field(default_factory=dict)
+    per_class: dict[str, dict[str, float]] = Field(default_factory=dict)
+    challenge: ChallengeScore | None = None
+    run: str
+    experiment: str
+    model: str
+    seed: int
+    source_dataset: str
+    dataset: str
+    split: str
+    n_test: int = Field(ge=1)
+    evaluation: EvalStamp
+    excluded: Excluded
+
+
+def read_eval_metrics(folder: str | Path) -> EvalMetrics:
+    return _read(Path(folder) / METRICS, EvalMetrics)
+
+
+def write_eval_metrics(folder: str | Path, metrics: EvalMetrics) -> Path:
+    return atomic_write_json(Path(folder) / METRICS, metrics.model_dump(mode="json", exclude_none=True))
 
 
 class PhaseDone(_Strict):

@@ -44,6 +44,43 @@ def fake_run(run_dir: Path, cfg: ExperimentConfig) -> Path:
     return run_dir
 
 
+def write_scored_run(run_dir: Path, *, experiment: str, dataset: str, seed: int, rows: list[dict],
+                     metrics: dict, model: str = "smp:Unet/resnet18", info: dict | None = None,
+                     config_yaml: str | None = None) -> Path:
+    """A finished run folder with the given per-image rows and metrics.json sections, written through
+    the run-folder models (as train() writes them), for tests of what reads scores."""
+    from lesionbench.runfolder import (
+        WEIGHTS,
+        PerImageRow,
+        RunInfo,
+        RunMetrics,
+        write_metrics,
+        write_per_image,
+        write_run_info,
+    )
+
+    run_dir.mkdir(parents=True)
+    ident = {"run": run_dir.name, "experiment": experiment, "config_hash": "0" * 16, "seed": seed}
+    if config_yaml is not None:
+        (run_dir / "config.yaml").write_text(config_yaml)
+    write_run_info(run_dir, RunInfo.model_validate({"status": "finished", "best_checkpoint": WEIGHTS, **ident,
+                                                    **(info or {})}))
+    write_metrics(run_dir, RunMetrics.model_validate({**ident, "dataset": dataset, "model": model, "n_test": len(rows),
+                                                      "best_checkpoint": WEIGHTS, **metrics}))
+    write_per_image(run_dir, [PerImageRow.model_validate(r) for r in rows])
+    return run_dir
+
+
+def write_failed_run(run_dir: Path, *, experiment: str, seed: int, error: str) -> Path:
+    """A run folder whose run.json says failed, written through the run-folder model."""
+    from lesionbench.runfolder import RunInfo, write_run_info
+
+    run_dir.mkdir(parents=True)
+    write_run_info(run_dir, RunInfo(status="failed", run=run_dir.name, experiment=experiment,
+                                    config_hash="0" * 16, seed=seed, error=error))
+    return run_dir
+
+
 def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 240) -> None:
     """Wait (while the process lives) until ``ready()`` holds, then SIGKILL its process group."""
     import os

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from runs import write_failed_run, write_scored_run
 from scipy import stats as sps
 
 from lesionbench.errors import LesionBenchError
@@ -60,7 +61,7 @@ def test_holm_and_mean_std_by_hand():
 # ----------------------------------------------------------------------------- fake run folders
 
 IDS = [f"img{i:02d}" for i in range(16)]
-BASE = {"good": 0.86, "bad": 0.62}
+BASE = {"good": 0.86, "bad": 0.62, "corrupt": 0.5}
 
 
 def _per_image(exp: str, seed: int) -> pd.DataFrame:
@@ -95,22 +96,19 @@ published:
 
 def make_run(suite: Path, dataset: str, exp: str, seed: int) -> pd.DataFrame:
     d = suite / f"{dataset}-{exp}-s{seed}"
-    d.mkdir(parents=True)
     df = _per_image(exp, seed)
-    df.to_csv(d / "per_image.csv", index=False)
     iou = df["iou"].to_numpy()
     per_image = {k: float(df[k].mean()) for k in ["dice", "iou", "precision", "recall", "specificity", "accuracy"]}
     per_image["thresholded_jaccard"] = float(np.where(iou >= 0.65, iou, 0).mean())
-    (d / "run.json").write_text(json.dumps({"status": "finished", "error": None, "seed": seed, "train_time_s": 600}))
-    (d / "config.yaml").write_text(f"name: {exp}\ndataset:\n  name: {dataset}\n  image_size: 64\n")
-    (d / "metrics.json").write_text(json.dumps({
-        "experiment": exp, "run": d.name, "dataset": dataset, "model": "smp:Unet/resnet18", "seed": seed,
-        "n_test": len(IDS), "per_image": per_image, "pooled": {"dice": per_image["dice"]},
+    write_scored_run(d, experiment=exp, dataset=dataset, seed=seed, rows=df.to_dict("records"),
+                     info={"train_time_s": 600}, config_yaml=f"name: {exp}\ndataset:\n  name: {dataset}\n  image_size: 64\n",
+                     metrics={
+        "per_image": per_image, "pooled": {"dice": per_image["dice"]},
         "challenge": {"metric": "thresholded_jaccard", "value": per_image["thresholded_jaccard"],
                       "definition": "mean per-image Jaccard, 0 below 0.65"},
         "cost": {"params": 24_400_000, "flops": 8.2e9, "ms_per_image": 3.5, "peak_mem_mb": 512,
                  "train_time_s": 600} if exp != "twin" else {},
-    }))
+    })
     _curves(d / "logs" / "metrics.csv")
     return df
 
@@ -123,14 +121,10 @@ def suite(tmp_path_factory) -> tuple[Path, dict]:
         for exp in exps:
             for seed in (0, 1):
                 frames[(dataset, exp, seed)] = make_run(root, dataset, exp, seed)
-    failed = root / "isic2018-oom-s0"
-    failed.mkdir()
-    (failed / "run.json").write_text(json.dumps({"status": "failed", "seed": 0, "error":
-        "Traceback (most recent call last):\n  File x\nRuntimeError: CUDA out of memory"}))
-    corrupt = root / "isic2018-corrupt-s0"
-    corrupt.mkdir()
-    (corrupt / "run.json").write_text(json.dumps({"status": "finished", "seed": 0}))
-    (corrupt / "metrics.json").write_text('{"experiment": "corrupt", ')
+    write_failed_run(root / "isic2018-oom-s0", experiment="oom", seed=0,
+                     error="Traceback (most recent call last):\n  File x\nRuntimeError: CUDA out of memory")
+    make_run(root, "isic2018", "corrupt", 0)
+    (root / "isic2018-corrupt-s0" / "metrics.json").write_text('{"experiment": "corrupt", ')  # a copy cut short
     recipes = root.parent / "experiments"  # the published scores' one source: the recipe YAML
     recipes.mkdir()
     (recipes / "good.yaml").write_text(RECIPE)
@@ -259,18 +253,12 @@ def test_task2_per_attribute_table_means_over_seeds(tmp_path):
 
 def _write_scored_run(suite: Path, dataset: str, exp: str, seed: int, stats, boundary, classes) -> None:
     """A run folder as train() writes it, from per-image counts (the real summarize)."""
-    from lesionbench.io import atomic_write_csv
     from lesionbench.training.metrics import summarize
 
     ids = [f"ISIC_{i:07d}" for i in range(len(stats))]
     metrics, rows = summarize(stats, ids, dataset, classes, boundary=boundary)
-    d = suite / f"{exp}-s{seed}"
-    d.mkdir(parents=True)
-    atomic_write_csv(d / "per_image.csv", rows)
-    (d / "run.json").write_text(json.dumps({"status": "finished", "seed": seed}))
-    (d / "config.yaml").write_text(f"name: {exp}\ndataset:\n  name: {dataset}\n")
-    metrics.update(experiment=exp, dataset=dataset, seed=seed, n_test=len(ids))
-    (d / "metrics.json").write_text(json.dumps(metrics))
+    write_scored_run(suite / f"{exp}-s{seed}", experiment=exp, dataset=dataset, seed=seed, rows=rows, metrics=metrics,
+                     config_yaml=f"name: {exp}\ndataset:\n  name: {dataset}\n")
 
 
 def test_task2_blank_model_ranks_last(tmp_path):

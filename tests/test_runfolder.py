@@ -49,12 +49,12 @@ def test_committed_results_without_a_schema_version_read_as_version_1() -> None:
 
 
 @pytest.mark.parametrize("name,edit,expected", [
-    ("metrics.json", lambda m: {**m, "n_test": "five"}, "metrics.json: n_test: Input should be a valid integer"),
-    ("metrics.json", lambda m: {k: v for k, v in m.items() if k != "dataset"}, "metrics.json: dataset: Field required"),
-    ("metrics.json", lambda m: {**m, "per_image": {"dice": "high"}}, "metrics.json: per_image.dice:"),
-    ("run.json", lambda m: {**m, "status": "done"}, "run.json: status: Input should be"),
-    ("run.json", lambda m: {**m, "schema_version": 99}, "run.json: schema_version:"),
-    ("run.json", lambda m: {**m, "surprise": 1}, "run.json: surprise: Extra inputs are not permitted"),
+    ("metrics.json", lambda m: {**m, "n_test": "five"}, "metrics.json: key 'n_test': Input should be a valid integer"),
+    ("metrics.json", lambda m: {k: v for k, v in m.items() if k != "dataset"}, "metrics.json: key 'dataset': Field required"),
+    ("metrics.json", lambda m: {**m, "per_image": {"dice": "high"}}, "metrics.json: key 'per_image.dice':"),
+    ("run.json", lambda m: {**m, "status": "done"}, "run.json: key 'status': Input should be"),
+    ("run.json", lambda m: {**m, "schema_version": 99}, "run.json: key 'schema_version':"),
+    ("run.json", lambda m: {**m, "surprise": 1}, "run.json: key 'surprise': Extra inputs are not permitted"),
 ])
 def test_a_bad_file_fails_with_one_line_naming_it(tmp_path: Path, name: str, edit, expected: str) -> None:
     run = fake_run(tmp_path / "run", _cfg())
@@ -69,7 +69,7 @@ def test_a_bad_file_fails_with_one_line_naming_it(tmp_path: Path, name: str, edi
 def test_bad_json_missing_file_and_bad_rows(tmp_path: Path) -> None:
     run = fake_run(tmp_path / "run", _cfg())
     (run / "metrics.json").write_text('{"per_image": ')
-    with pytest.raises(RunFolderError, match=r"metrics.json: not readable JSON"):
+    with pytest.raises(RunFolderError, match=r"metrics.json: not valid JSON"):
         read_metrics(run)
     (run / "run.json").unlink()
     with pytest.raises(RunFolderError, match=r"run.json: missing"):
@@ -80,7 +80,7 @@ def test_bad_json_missing_file_and_bad_rows(tmp_path: Path) -> None:
     with pytest.raises(RunFolderError, match=r"per_image.csv line 3: image id 'img0' appears twice"):
         read_per_image(run)
     csv.write_text(lines[0] + "\n" + lines[1].replace(lines[1].split(",")[1], "n/a", 1) + "\n")
-    with pytest.raises(RunFolderError, match=r"per_image.csv line 2: dice: Input should be a valid number"):
+    with pytest.raises(RunFolderError, match=r"per_image.csv line 2: key 'dice': Input should be a valid number"):
         read_per_image(run)
 
 

@@ -134,8 +134,7 @@ def train_nnunet(cfg: ExperimentConfig, run_dir: Path, suite: str = "adhoc") -> 
         "nnunet": nnunet,
     })
     info.update(nnunet=nnunet, train_time_s=round(state["train_time_s"], 2), best_checkpoint=checkpoint)
-    _write_finished(run_dir, info, metrics, rows)
-    return RunResult(run_dir, "finished", metrics=metrics, best_val=val)
+    return RunResult(run_dir, "finished", metrics=_write_finished(run_dir, info, metrics, rows), best_val=val)
 
 
 def _epochs(trainer: str) -> int | None:
@@ -169,9 +168,12 @@ def _write_start(run_dir: Path, cfg: ExperimentConfig, info: dict[str, Any]) -> 
     write_run_info(run_dir, RunInfo.model_validate(info))
 
 
-def _write_finished(run_dir: Path, info: dict[str, Any], metrics: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+def _write_finished(run_dir: Path, info: dict[str, Any], metrics: dict[str, Any],
+                    rows: list[dict[str, Any]]) -> RunMetrics:
     """Through the run-folder contract (lesionbench/runfolder.py); metrics.json last, as train() does."""
     write_per_image(run_dir, [PerImageRow.model_validate(r) for r in rows])
     info.update(status="finished", finished=_now())
     write_run_info(run_dir, RunInfo.model_validate(info))
-    write_metrics(run_dir, RunMetrics.model_validate(metrics))
+    checked = RunMetrics.model_validate(metrics)
+    write_metrics(run_dir, checked)
+    return checked

@@ -74,12 +74,12 @@ def _number(v: Any) -> float | None:
 
 
 def _seed_primary(rec: RunRecord, metric: PrimaryMetric, terms: tuple[pd.Series, pd.Series] | None) -> float | None:
-    challenge = rec.metrics.get("challenge") or {}
-    if challenge.get("metric") == metric.name and _number(challenge.get("value")) is not None:
-        return float(challenge["value"])  # what the test loop wrote
+    challenge = rec.metrics.challenge if rec.metrics else None
+    if challenge is not None and challenge.metric == metric.name and _number(challenge.value) is not None:
+        return float(challenge.value)  # what the test loop wrote
     if terms is not None:
         return ratio(float(terms[0].sum()), float(terms[1].sum()))
-    return _number((rec.metrics.get("per_image") or {}).get(_MEAN_KEY.get(metric.name, "")))
+    return _number(rec.metrics.per_image.get(_MEAN_KEY.get(metric.name, ""))) if rec.metrics else None
 
 
 def _agg(values: list[Any]) -> tuple[float, float] | None:
@@ -101,7 +101,7 @@ def _wide(series: list[pd.Series], experiment: str, notes: list[str]) -> pd.Data
 def build_entry(experiment: str, runs: list[RunRecord], metric: PrimaryMetric, notes: list[str]) -> Entry:
     e = Entry(experiment, sorted(runs, key=lambda r: (r.seed is None, r.seed or 0, r.run)))
     for key, _ in METRICS + BOUNDARY:
-        e.stats[key] = _agg([(r.metrics.get("per_image") or {}).get(key) for r in e.runs])
+        e.stats[key] = _agg([r.metrics.per_image.get(key) if r.metrics else None for r in e.runs])
         if key == "thresholded_jaccard" and e.stats[key] is None:
             e.stats[key] = _agg([_seed_primary(r, PRIMARY[key], primary_terms(r, PRIMARY[key])) for r in e.runs])
     for r in e.runs:

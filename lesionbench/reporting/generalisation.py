@@ -9,6 +9,7 @@ excluded because the model had seen them in training or validation.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +19,12 @@ import pandas as pd
 
 from lesionbench.data.layouts import LAYOUTS
 from lesionbench.errors import LesionBenchError
-from lesionbench.io import read_json
 from lesionbench.reporting.markdown import MISSING, esc, table
+from lesionbench.runfolder import METRICS, RunFolderError, read_eval_metrics, read_metrics, read_per_image
 from lesionbench.training.challenge import primary_metric
 from lesionbench.training.metrics import stats_from_rows
+
+log = logging.getLogger(__name__)
 
 CI_RESAMPLES = 2000
 OWN = "own test"
@@ -69,28 +72,30 @@ class Cell:
         return mean, float(low), float(high)
 
 
+def _rows(folder: Path) -> pd.DataFrame:
+    """per_image.csv through the contract's row model."""
+    return pd.DataFrame([r.model_dump() for r in read_per_image(folder)])
+
+
 def collect(suite_dir: Path) -> dict[tuple[str, str], dict[str, Cell]]:
     """{(model label, training dataset): {target dataset or OWN: Cell}} for runs with an eval/ folder."""
     grid: dict[tuple[str, str], dict[str, Cell]] = defaultdict(lambda: defaultdict(Cell))
     for evals in sorted(Path(suite_dir).glob("*/eval")):
         run_dir = evals.parent
         try:
-            own = read_json(run_dir / "metrics.json")
-            own_rows = pd.read_csv(run_dir / "per_image.csv")
-        except (OSError, ValueError):
+            own, own_rows = read_metrics(run_dir), _rows(run_dir)
+        except RunFolderError as err:  # the leaderboard lists broken runs; this table leaves them out
+            log.warning("generalisation table: %s left out (%s)", run_dir.name, err)
             continue
-        key = (str(own.get("experiment", run_dir.name)).removeprefix(f"{own.get('dataset')}_"), str(own.get("dataset")))
-        seed = int(own.get("seed", 0))
-        grid[key][OWN].add(seed, key[1], own_rows)
-        for target in sorted(p for p in evals.iterdir() if (p / "metrics.json").is_file()):
+        key = (own.experiment.removeprefix(f"{own.dataset}_"), own.dataset)
+        grid[key][OWN].add(own.seed, own.dataset, own_rows)
+        for target in sorted(p for p in evals.iterdir() if (p / METRICS).is_file()):
             try:
-                meta = read_json(target / "metrics.json")
-                rows = pd.read_csv(target / "per_image.csv")
-            except (OSError, ValueError):
+                meta, rows = read_eval_metrics(target), _rows(target)
+            except RunFolderError as err:
+                log.warning("generalisation table: %s left out (%s)", target, err)
                 continue
-            ex = meta.get("excluded", {})
-            grid[key][str(meta["dataset"])].add(seed, str(meta["dataset"]), rows,
-                                                (int(ex.get("count", 0)), int(ex.get("of", len(rows)))))
+            grid[key][meta.dataset].add(own.seed, meta.dataset, rows, (meta.excluded.count, meta.excluded.of))
     return grid
 
 

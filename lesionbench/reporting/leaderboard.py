@@ -79,7 +79,7 @@ class _Published:
 
 
 def _row(rank_: int, e: Entry, published: _Published) -> list[str]:
-    cost = [r.metrics.get("cost") or {} for r in e.runs]
+    cost = [r.metrics.cost if r.metrics else {} for r in e.runs]
     size = next((r.image_size for r in e.runs if r.image_size), None)
     flops = mean_of([c.get("flops") for c in cost], 1e9)
     boundary = [MISSING if e.stats[k] is None else f"{pm(e.stats[k], 2)} {_ci(e.cis.get(k), 2)}" for k, _ in BOUNDARY]
@@ -89,7 +89,8 @@ def _row(rank_: int, e: Entry, published: _Published) -> list[str]:
             flops if flops == MISSING or not size else f"{flops} @{size}px",
             mean_of([c.get("ms_per_image") for c in cost], fmt="{:.1f}"),
             mean_of([c.get("peak_mem_mb") for c in cost], fmt="{:.0f}"),
-            duration([c.get("train_time_s", r.info.get("train_time_s")) for c, r in zip(cost, e.runs, strict=True)]),
+            duration([c.get("train_time_s", r.info.train_time_s if r.info else None)
+                      for c, r in zip(cost, e.runs, strict=True)]),
             e.verdict]
 
 
@@ -136,7 +137,8 @@ def _per_attribute(entries: list[Entry]) -> list[str]:
     values: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for e in entries:
         for r in e.runs:
-            per = (r.metrics.get("challenge") or {}).get("per_attribute") or {}
+            challenge = r.metrics.challenge if r.metrics else None
+            per = (challenge.per_attribute if challenge else None) or {}
             for attr, v in per.items():
                 if isinstance(v, dict) and "jaccard" in v and "dice" in v:
                     names += [attr] if attr not in names else []

@@ -6,38 +6,49 @@ status "broken" and a one-line error instead of an exception.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from lesionbench.errors import LesionBenchError
-from lesionbench.reporting.schema import Metrics, PerImageRow, RunInfo, first_error
+from lesionbench.io import read_json
+from lesionbench.runfolder import (
+    METRICS,
+    PER_IMAGE,
+    RUN_INFO,
+    RunFolderError,
+    RunInfo,
+    RunMetrics,
+    read_metrics,
+    read_per_image,
+    read_run_info,
+)
 
 #: Folders under a suite that are not runs (written by the reporting layer itself).
 NOT_RUNS = {"plots"}
-RUN_FILES = ("run.json", "metrics.json", "config.yaml")
+RUN_FILES = (RUN_INFO, "metrics.json", "config.yaml")
 
 
 @dataclass
 class RunRecord:
-    """Everything the leaderboard needs from one run folder."""
+    """Everything the leaderboard needs from one run folder, read through the run-folder contract
+    (lesionbench/runfolder.py): ``info`` and ``metrics`` are its models, None until read."""
 
     path: Path
     run: str
-    status: str  # finished | failed | running | broken
+    status: str  # finished | failed | running | pruned | broken
     error: str | None = None
     experiment: str | None = None
     dataset: str | None = None
     model: str | None = None
     seed: int | None = None
     image_size: int | None = None  # the recipe's resolution (FLOPs are counted at it)
-    info: dict[str, Any] = field(default_factory=dict)  # run.json
-    metrics: dict[str, Any] = field(default_factory=dict)  # metrics.json
+    info: RunInfo | None = None  # run.json
+    metrics: RunMetrics | None = None  # metrics.json (finished runs)
     per_image: pd.DataFrame | None = None  # per_image.csv, indexed by image id
     warnings: list[str] = field(default_factory=list)
 
@@ -55,16 +66,6 @@ def error_line(text: Any, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path.name}: not valid JSON (line {err.lineno}: {err.msg})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path.name}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
 def _config_fields(run_dir: Path) -> dict[str, Any]:
     """Best-effort experiment/dataset/model from config.yaml (for failed runs without metrics)."""
     try:
@@ -76,64 +77,57 @@ def _config_fields(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def _read_per_image(path: Path, n_test: int | None) -> pd.DataFrame:
-    df = pd.read_csv(path, dtype={"id": str})
-    missing = {"id", "dice"} - set(df.columns)
-    if missing:
-        raise ValueError(f"per_image.csv: missing column(s) {sorted(missing)}")
+def _per_image_frame(run_dir: Path, n_test: int) -> pd.DataFrame:
+    """per_image.csv through the contract's row model, as a frame indexed by image id."""
+    rows = read_per_image(run_dir)  # one line naming the file, line and column on a bad value
+    if len(rows) != n_test:
+        raise RunFolderError(f"{PER_IMAGE}: {len(rows)} rows but metrics.json says n_test={n_test} "
+                             "(a truncated copy? copy the run folder again or re-run it)")
+    return pd.DataFrame([r.model_dump() for r in rows]).set_index("id")
+
+
+#: metrics.json sections the leaderboard can do without: a bad one is dropped with a note, not the run.
+OPTIONAL_SECTIONS = {"cost": "dict", "published": "list", "challenge": "dict"}
+
+
+def _metrics(run_dir: Path, warnings: list[str]) -> RunMetrics:
+    """metrics.json through the contract; a bad optional section (a hand-edited cost, say) is
+    left out with a note rather than hiding the run's scores, which are checked strictly."""
     try:
-        TypeAdapter(list[PerImageRow]).validate_python(df[["id", "dice"]].to_dict("records"))
-    except ValidationError as err:
-        raise ValueError(first_error(err, "per_image.csv (key: row.column)")) from None
-    if df["id"].duplicated().any():
-        raise ValueError("per_image.csv: duplicated image ids")
-    if n_test is not None and len(df) != n_test:
-        raise ValueError(f"per_image.csv: {len(df)} rows but metrics.json says n_test={n_test} "
-                         "(a truncated copy? copy the run folder again or re-run it)")
-    return df.set_index("id")
+        return read_metrics(run_dir)
+    except RunFolderError as err:
+        try:
+            raw = read_json(run_dir / METRICS)
+            bad = [k for k in OPTIONAL_SECTIONS if isinstance(raw, dict) and k in raw and f"key '{k}" in str(err)]
+            if not bad:
+                raise err from None
+            metrics = RunMetrics.model_validate({k: v for k, v in raw.items() if k not in bad})
+        except (ValidationError, OSError, ValueError):
+            raise err from None
+    warnings.extend(f"{run_dir.name}: metrics.json '{k}' is not a {OPTIONAL_SECTIONS[k]} as the run-folder "
+                    "contract says, ignored" for k in bad)
+    return metrics
 
 
 def read_run(run_dir: Path) -> RunRecord:
-    """One run folder -> RunRecord; raises ValueError (one line) for the caller to record as broken."""
+    """One run folder -> RunRecord; raises RunFolderError (one line) for the caller to record as broken."""
     run_dir = Path(run_dir)
     rec = RunRecord(path=run_dir, run=run_dir.name, status="broken")
     for k, v in _config_fields(run_dir).items():
         setattr(rec, k, v)
-    if not (run_dir / "run.json").is_file():
-        raise ValueError("run.json missing (the run never started or the folder was copied partially)")
-    rec.info = _read_json(run_dir / "run.json")
-    try:
-        info = RunInfo.model_validate(rec.info)
-    except ValidationError as err:
-        raise ValueError(first_error(err, "run.json")) from None
-    rec.status = info.status
-    rec.seed = info.seed if info.seed is not None else rec.seed
+    rec.info = read_run_info(run_dir)
+    rec.status, rec.experiment = rec.info.status, rec.info.experiment
+    rec.seed = rec.info.seed if rec.info.seed is not None else rec.seed
     if rec.status != "finished":
-        rec.error = error_line(info.error) if rec.status == "failed" else f"status: {rec.status}"
+        rec.error = error_line(rec.info.error) if rec.status == "failed" else f"status: {rec.status}"
         return rec
-    if not (run_dir / "metrics.json").is_file():
-        raise ValueError("metrics.json missing although run.json says finished")
-    m = _read_json(run_dir / "metrics.json")
-    try:
-        checked = Metrics.model_validate(m)
-    except ValidationError as err:
-        raise ValueError(first_error(err, "metrics.json")) from None
-    for key, kind in (("cost", dict), ("challenge", dict), ("published", list)):
-        if m.get(key) is not None and not isinstance(m[key], kind):
-            rec.warnings.append(f"{run_dir.name}: metrics.json '{key}' is not a {kind.__name__}, ignored")
-            m[key] = kind()
-    rec.metrics = m
-    rec.experiment = checked.experiment or rec.experiment or rec.run
-    rec.dataset = checked.dataset or rec.dataset
-    if not rec.dataset:
-        raise ValueError("metrics.json: key 'dataset' missing (and config.yaml has none)")
-    rec.model = checked.model or rec.model
-    rec.seed = checked.seed if checked.seed is not None else rec.seed
-    csv = run_dir / "per_image.csv"
-    if csv.is_file():
-        rec.per_image = _read_per_image(csv, checked.n_test)  # a bad file skips the run: it would shift the CI
+    rec.metrics = m = _metrics(run_dir, rec.warnings)
+    rec.experiment, rec.dataset, rec.model, rec.seed = m.experiment, m.dataset, m.model, m.seed
+    rec.image_size = m.image_size or rec.image_size
+    if (run_dir / PER_IMAGE).is_file():
+        rec.per_image = _per_image_frame(run_dir, m.n_test)  # a bad file skips the run: it would shift the CI
     else:
-        rec.warnings.append(f"{rec.run}: per_image.csv missing (no CI/significance from this run)")
+        rec.warnings.append(f"{rec.run}: {PER_IMAGE} missing (no CI/significance from this run)")
     return rec
 
 
@@ -153,8 +147,8 @@ def collect_runs(suite_dir: str | Path) -> list[RunRecord]:
             continue
         try:
             records.append(read_run(d))
-        except Exception as err:
+        except Exception as err:  # RunFolderError names the file by its full path: keep it short
             fields = _config_fields(d)
-            records.append(RunRecord(path=d, run=d.name, status="broken", error=error_line(err),
+            records.append(RunRecord(path=d, run=d.name, status="broken", error=error_line(str(err).replace(f"{d}/", "")),
                                      **{k: v for k, v in fields.items() if k in ("experiment", "dataset", "model")}))
     return records

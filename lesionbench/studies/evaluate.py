@@ -20,7 +20,19 @@ from typing import Any
 from lesionbench.config import NUM_CLASSES, ExperimentConfig
 from lesionbench.data import SegmentationDataModule, leakage
 from lesionbench.errors import LesionBenchError
-from lesionbench.io import atomic_write_csv, atomic_write_json, read_json
+from lesionbench.runfolder import (
+    METRICS,
+    EvalMetrics,
+    EvalStamp,
+    Excluded,
+    PerImageRow,
+    RunFolderError,
+    read_eval_metrics,
+    read_metrics,
+    read_run_info,
+    write_eval_metrics,
+    write_per_image,
+)
 
 log = logging.getLogger(__name__)
 EVAL_DIR = "eval"
@@ -30,7 +42,7 @@ EVAL_DIR = "eval"
 class EvalResult:
     folder: Path
     status: str  # "evaluated" | "skipped"
-    metrics: dict[str, Any]
+    metrics: EvalMetrics
 
 
 def eval_folder(run_dir: Path, dataset: str, split: str = "test") -> Path:
@@ -45,11 +57,10 @@ def _target_config(cfg: ExperimentConfig, dataset: str, split: str, root: str | 
     return cfg.model_copy(update={"dataset": ds})
 
 
-def _fingerprint(run_dir: Path, dataset: str, split: str) -> dict[str, Any]:
+def _fingerprint(run_dir: Path, dataset: str, split: str) -> EvalStamp:
     """What a stored evaluation must match to be reused: the run's weights and the target."""
-    info = read_json(run_dir / "run.json")
-    return {"source_config_hash": info.get("config_hash"), "source_finished": info.get("finished"),
-            "dataset": dataset, "split": split}
+    info = read_run_info(run_dir)
+    return EvalStamp(source_config_hash=info.config_hash, source_finished=info.finished, dataset=dataset, split=split)
 
 
 def evaluate_run(run_dir: str | Path, dataset: str, split: str = "test", root: str | None = None,
@@ -64,12 +75,12 @@ def evaluate_run(run_dir: str | Path, dataset: str, split: str = "test", root: s
     out = eval_folder(run_dir, dataset, split)
     task, cfg = load_run(run_dir)  # refuses an unfinished or unreadable run with one line
     stamp = _fingerprint(run_dir, dataset, split)
-    if (out / "metrics.json").is_file():
+    if (out / METRICS).is_file():
         try:
-            done = read_json(out / "metrics.json")
-        except (OSError, ValueError):
-            done = {}
-        if all(done.get("evaluation", {}).get(k) == v for k, v in stamp.items()):
+            done = read_eval_metrics(out)
+        except RunFolderError:  # unreadable or from an older layout: evaluate again
+            done = None
+        if done is not None and done.evaluation == stamp:
             return EvalResult(out, "skipped", done)
     if NUM_CLASSES[dataset] != cfg.num_classes:
         raise LesionBenchError(f"evaluate: {run_dir.name} predicts {cfg.num_classes} channel(s) but {dataset} has "
@@ -99,16 +110,16 @@ def evaluate_run(run_dir: str | Path, dataset: str, split: str = "test", root: s
     ids = [kept[i].id for i in index.reshape(-1).tolist()]
     metrics, rows = summarize(stats, ids, dataset, target.class_names, boundary=task.test_boundary_result)
     reasons = Counter(dropped.values())
-    metrics.update({
-        "run": run_dir.name, "experiment": cfg.name, "model": cfg.model.name, "seed": cfg.trainer.seed,
+    checked = EvalMetrics.model_validate({
+        **metrics, "run": run_dir.name, "experiment": cfg.name, "model": cfg.model.name, "seed": cfg.trainer.seed,
         "source_dataset": cfg.dataset.name, "dataset": dataset, "split": split, "n_test": len(ids),
         "evaluation": stamp,
-        "excluded": {"count": len(dropped), "by_id": reasons.get("id", 0), "by_bytes": reasons.get("bytes", 0),
-                     "of": len(candidates), "ids": sorted(dropped)},
+        "excluded": Excluded(count=len(dropped), by_id=reasons.get("id", 0), by_bytes=reasons.get("bytes", 0),
+                             of=len(candidates), ids=sorted(dropped)),
     })
-    atomic_write_csv(out / "per_image.csv", rows)
-    atomic_write_json(out / "metrics.json", metrics)
-    return EvalResult(out, "evaluated", metrics)
+    write_per_image(out, [PerImageRow.model_validate(r) for r in rows])
+    write_eval_metrics(out, checked)  # last: its presence means the evaluation is complete
+    return EvalResult(out, "evaluated", checked)
 
 
 def evaluate_runs(run_dirs: list[Path], targets: dict[str, list[str]], notify=None, **kwargs: Any) -> dict[str, str]:
@@ -117,8 +128,8 @@ def evaluate_runs(run_dirs: list[Path], targets: dict[str, list[str]], notify=No
     statuses: dict[str, str] = {}
     for run_dir in run_dirs:
         try:
-            source = read_json(run_dir / "metrics.json").get("dataset")
-        except (OSError, ValueError):
+            source = read_metrics(run_dir).dataset
+        except RunFolderError:
             continue  # not finished: its failure is reported by the suite runner
         for dataset in targets.get(source, []):
             key = f"{run_dir.name} → {dataset}"

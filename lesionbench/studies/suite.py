@@ -251,7 +251,7 @@ def _train_one(run: PlannedRun, run_dir: Path, suite: str, notify: Callable, pro
         notify(run.name, "failed", {"error": str(err).splitlines()[0] if str(err) else type(err).__name__})
         return "failed"
     _visual_report(run_dir)
-    notify(run.name, "finished", {"dice": result.metrics.get("per_image", {}).get("dice"),
+    notify(run.name, "finished", {"dice": result.metrics.per_image.get("dice") if result.metrics else None,
                                   "seconds": time.perf_counter() - start})
     cross_evaluate([run], run_dir.parent, notify)
     return "finished"

@@ -196,7 +196,7 @@ def run_study(experiment: str | Path, opts: TuneOptions,
         if result.best_val is None:
             trial.set_user_attr("fail_reason", f"no {tcfg.metric} was logged (no validation data?)")
             raise RuntimeError(f"no {tcfg.metric} was logged")
-        trial.set_user_attr("test_dice", (result.metrics.get("per_image") or {}).get("dice"))
+        trial.set_user_attr("test_dice", result.metrics.per_image.get("dice") if result.metrics else None)
         return float(result.best_val)
 
     start, done, grace = time.time(), 0, opts.heartbeat * GRACE_FACTOR

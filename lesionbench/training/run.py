@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 import shutil
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
@@ -65,7 +64,7 @@ log = logging.getLogger(__name__)
 class RunResult:
     run_dir: Path
     status: str
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: RunMetrics | None = None  # what metrics.json holds (rank zero of a finished run)
     best_val: float | None = None
     error: str | None = None
 
@@ -209,7 +208,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, suite: str, callbacks: list[Cal
     }))
     write_metrics(run_dir, metrics)  # last: a folder with metrics.json holds the whole result
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # nothing left to resume
-    return RunResult(run_dir, "finished", metrics=metrics.model_dump(mode="json"), best_val=best_val)
+    return RunResult(run_dir, "finished", metrics=metrics, best_val=best_val)
 
 
 def record_failure(run_dir: Path, cfg: ExperimentConfig, suite: str, err: BaseException) -> None:
