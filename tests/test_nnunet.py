@@ -197,14 +197,15 @@ def test_suites_gain_an_nnunet_row_per_binary_dataset() -> None:
 
 
 def test_task2_leaderboard_states_nnunet_unsupported(tmp_path: Path) -> None:
+    from runs import write_scored_run
+
     from lesionbench.reporting.leaderboard import write_leaderboard
 
+    row = {"id": "img0", "dice": 0.5, "iou": 1 / 3, "precision": 0.5, "recall": 0.5, "specificity": 1.0,
+           "accuracy": 0.9}
     for dataset in ("isic2018-task2", "isic2018"):
-        run = tmp_path / "suite" / f"{dataset}_unet__s0"
-        run.mkdir(parents=True)
-        (run / "run.json").write_text(json.dumps({"status": "finished", "seed": 0}))
-        (run / "metrics.json").write_text(json.dumps({"experiment": f"{dataset}_unet", "dataset": dataset,
-                                                      "per_image": {"dice": 0.5}}))
+        write_scored_run(tmp_path / "suite" / f"{dataset}_unet__s0", experiment=f"{dataset}_unet", dataset=dataset,
+                         seed=0, rows=[row], metrics={"per_image": {"dice": 0.5}})
     board = write_leaderboard(tmp_path / "suite", make_plots=False).read_text()
     sections = {s.split("`")[0]: s for s in board.split("## Dataset `")[1:]}
     assert "**Unsupported:** nnU-Net (engine: nnunet)" in sections["isic2018-task2"]

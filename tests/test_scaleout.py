@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import multiprocessing as mp
 import os
 import signal
@@ -12,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runs import fake_run
+from runs import fake_run, write_failed_run
 from scaleout_suite import assert_each_run_once, env_for, lesionbench, start, tiny_suite
 from typer.testing import CliRunner
 
@@ -177,8 +176,7 @@ def test_status_reads_every_state_from_the_run_folders(tmp_path: Path) -> None:
     live = acquire(tmp_path / "live", worker="w7", timeout=30)
     acquire(tmp_path / "silent", worker="gone", timeout=30)._stop.set()
     os.utime(tmp_path / "silent" / CLAIM, (time.time() - 60, time.time() - 60))
-    (tmp_path / "broken").mkdir()
-    (tmp_path / "broken" / "run.json").write_text(json.dumps({"status": "failed", "error": "OSError: disk full"}))
+    write_failed_run(tmp_path / "broken", experiment="t", seed=0, error="OSError: disk full")
     states = {s.run: s for s in suite_status(runs, tmp_path, timeout=30)}
     assert {k: s.state for k, s in states.items()} == {"done": "finished", "live": "running", "silent": "stale",
                                                        "broken": "failed", "todo": "waiting"}

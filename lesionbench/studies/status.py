@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from lesionbench.io import read_json
+from lesionbench.runfolder import RunFolderError, read_metrics, read_run_info
 from lesionbench.studies.claim import read_claim
 from lesionbench.studies.suite import PlannedRun
 
@@ -29,22 +29,19 @@ def run_state(run: PlannedRun, run_dir: Path, timeout: float | None = None) -> R
     from lesionbench.training.run import is_finished
 
     if is_finished(run_dir, run.config):
-        try:
-            dice = read_json(run_dir / "metrics.json").get("per_image", {}).get("dice")
-        except (OSError, ValueError, AttributeError):
-            dice = None
-        return RunState(run=run.name, state="finished", detail=f"test dice {dice:.4f}" if isinstance(dice, float) else "")
+        dice = read_metrics(run_dir).per_image.get("dice")  # is_finished has validated it
+        return RunState(run=run.name, state="finished", detail=f"test dice {dice:.4f}" if dice is not None else "")
     held = read_claim(run_dir, timeout)
     if held is not None:
         who = held.info
         return RunState(run=run.name, state="stale" if held.stale else "running", worker=who.worker if who else "?",
                         host=who.host if who else "?", detail=f"heartbeat {held.age:.0f}s ago")
     try:
-        info = read_json(run_dir / "run.json")
-    except (OSError, ValueError):
-        info = {}
-    if isinstance(info, dict) and info.get("status") == "failed":
-        return RunState(run=run.name, state="failed", detail=str(info.get("error", "")))
+        info = read_run_info(run_dir)
+    except RunFolderError:  # not started, or killed before its first write: waiting
+        info = None
+    if info is not None and info.status == "failed":
+        return RunState(run=run.name, state="failed", detail=info.error or "")
     resumable = any((run_dir / "checkpoints").glob("*/last.ckpt"))
     return RunState(run=run.name, state="waiting", detail="interrupted, resumes from last.ckpt" if resumable else "")
 
