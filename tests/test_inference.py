@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -140,12 +141,59 @@ def test_visual_report(trained_run: Path, tiny_synthetic: Path) -> None:
     names = sorted(p.name for p in paths)
     assert names == ["best_worst.png", "curves.png", "errors.png", "index.md", "samples.png"]
     for p in paths:
-        assert p.parent == trained_run / "report" and p.stat().st_size > 0
+        # one curves figure per run: the leaderboard's plots/curves.png, embedded by the report
+        assert p.parent == trained_run / ("plots" if p.name == "curves.png" else "report") and p.stat().st_size > 0
         if p.suffix == ".png":
             assert p.read_bytes()[:8] == PNG, p
             assert min(Image.open(p).size) > 100
     index = (trained_run / "report" / "index.md").read_text()
-    assert "![samples](samples.png)" in index and "![curves](curves.png)" in index
+    assert "![samples](samples.png)" in index and "![curves](../plots/curves.png)" in index
+    assert not (trained_run / "report" / "curves.png").exists()
+
+
+def test_visual_report_draws_from_the_run_folder_alone(trained_run: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """17.2: a run folder copied to a machine without the data (and without building the data module
+    or loading the model) still draws every figure, from what the test loop saved."""
+    import lesionbench.data.datamodule as datamodule
+    import lesionbench.inference.load as load
+    from lesionbench.reporting.visual import write_run_report
+
+    copy = shutil.copytree(trained_run, tmp_path / "elsewhere" / trained_run.name)
+    for name in ("samples.png", "errors.png", "best_worst.png", "index.md"):
+        (copy / "report" / name).unlink(missing_ok=True)
+
+    def refuse(*_a, **_k):
+        raise AssertionError("the report rebuilt the data module or loaded the model")
+
+    monkeypatch.setattr(datamodule.SegmentationDataModule, "__init__", refuse)
+    monkeypatch.setattr(load, "load_run", refuse)
+    monkeypatch.setenv("LESIONBENCH_SYNTHETIC", str(tmp_path / "no-data-here"))
+    names = sorted(p.name for p in write_run_report(copy))
+    assert names == ["best_worst.png", "curves.png", "errors.png", "index.md", "samples.png"]
+    picked = json.loads((copy / "report" / "inputs" / "samples.json").read_text())
+    assert len(picked["grid"]) == min(8, len(picked["scores"])) and picked["best"] and picked["worst"]
+    assert max(Image.open(copy / "report" / "inputs" / f"{picked['grid'][0]}.jpg").size) <= 512
+
+
+def test_saved_predictions_rescore_to_per_image_csv(trained_run: Path, tiny_synthetic: Path, tmp_path: Path) -> None:
+    """predictions/ holds the very masks the test loop scored, named as the ISIC challenge names them:
+    ``lesionbench score`` on them gives per_image.csv's Dice for every test image."""
+    import pandas as pd
+
+    from lesionbench.data.layouts import scan
+    from lesionbench.reporting.score import score_folder
+
+    rows = pd.read_csv(trained_run / "per_image.csv", dtype={"id": str}).set_index("id")
+    preds = sorted((trained_run / "predictions").glob("*_segmentation.png"))
+    assert sorted(p.name.removesuffix("_segmentation.png") for p in preds) == sorted(rows.index)
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    test = {s.id: s for s in scan("synthetic", tiny_synthetic / "isic2018")["test"]}
+    for sid in rows.index:
+        shutil.copy(test[sid].masks[0], truth / f"{sid}_segmentation.png")
+    report = score_folder(truth, trained_run / "predictions")
+    assert report.result["macro_average"]["dice"] == pytest.approx(rows["dice"].mean(), abs=1e-9)
 
 
 def test_cam_at_last_layer_is_classic_cam(tmp_path: Path) -> None:

@@ -133,7 +133,7 @@ def test_test_metrics_recomputed_from_predicted_masks(nnunet_run: TinyRun) -> No
     assert sorted(rows.index) == sorted(dm.test_ids)
     for s in dm.parts["test"]:
         truth = torch.from_numpy(load_mask(s.masks[0], dm.layout.mask_threshold))[None, None].bool()
-        pred = torch.from_numpy(np.asarray(Image.open(run_dir / "predictions" / f"{s.id}.png")) > 127)[None, None]
+        pred = torch.from_numpy(np.asarray(Image.open(run_dir / "predictions" / f"{s.id}_segmentation.png")) > 127)[None, None]
         assert pred.shape == truth.shape and truth.shape[-2:] != (32, 32)
         dice = float(per_image_metrics(image_stats(pred, truth))["dice"][0, 0])
         assert dice == pytest.approx(rows.loc[s.id, "dice"], abs=1e-9)

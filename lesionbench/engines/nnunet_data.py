@@ -20,6 +20,7 @@ from lesionbench.data.layouts import Sample
 from lesionbench.io import atomic_write_json, read_json
 from lesionbench.training.boundary import image_boundary
 from lesionbench.training.metrics import image_stats, resize_logits_to, summarize
+from lesionbench.training.test_outputs import mask_files
 
 LABELS = {"background": 0, "lesion": 1}
 
@@ -73,7 +74,8 @@ def exported_ids(raw: Path) -> dict[str, list[str]]:
 def score(samples: list[Sample], predictions: Path, threshold: int, dataset: str, class_names: list[str],
           masks_out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """nnU-Net's lesion probabilities -> bilinear to each ground truth's original size -> > 0.5 ->
-    our counts, boundary distances and summary; the binary masks (0/255) are kept in ``masks_out`` for re-scoring."""
+    our counts, boundary distances and summary; the binary masks (0/255) are kept in ``masks_out``, named
+    as every run names its test predictions (training/test_outputs.py), for re-scoring."""
     masks_out.mkdir(parents=True, exist_ok=True)
     stats, boundary = [], []
     for s in samples:
@@ -81,7 +83,7 @@ def score(samples: list[Sample], predictions: Path, threshold: int, dataset: str
         lesion = torch.from_numpy(probs[LABELS["lesion"]].astype(np.float32)).reshape(1, 1, *probs.shape[-2:])
         truth = torch.from_numpy(np.stack([load_mask(p, threshold) for p in s.masks]))[None].bool()
         pred = resize_logits_to(lesion, truth.shape[-2:]) > 0.5
-        Image.fromarray(pred[0, 0].numpy().astype(np.uint8) * 255).save(masks_out / f"{s.id}.png")
+        Image.fromarray(pred[0, 0].numpy().astype(np.uint8) * 255).save(masks_out / mask_files(s.id, class_names)[0])
         stats.append(image_stats(pred, truth)[0])
         boundary.append(image_boundary(pred, truth)[0])  # HD95/ASSD as the test loop computes them
     return summarize(torch.stack(stats), [s.id for s in samples], dataset, class_names,

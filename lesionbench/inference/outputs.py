@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from lesionbench.data.layouts import TASK2_ATTRIBUTES
 from lesionbench.errors import LesionBenchError
+from lesionbench.training.test_outputs import mask_files
 
 OutputFormat = Literal["lesionbench", "isic"]
 FORMATS: tuple[str, ...] = ("lesionbench", "isic")
@@ -27,9 +27,7 @@ def mask_names(stem: str, names: Sequence[str], fmt: OutputFormat) -> list[str]:
     (2018 Task 2, the challenge's attribute spelling); ``lesionbench``: ``<stem>[_<class>]_mask.png``.
     """
     if fmt == "isic":
-        if tuple(names) == TASK2_ATTRIBUTES:
-            return [f"{stem}_attribute_{n}.png" for n in names]
-        return [f"{stem}_segmentation.png"]
+        return mask_files(stem, names)  # the names the test loop gives <run>/predictions/ too
     return [f"{stem}_mask.png"] if len(names) == 1 else [f"{stem}_{n}_mask.png" for n in names]
 
 

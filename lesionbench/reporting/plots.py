@@ -71,14 +71,20 @@ def read_curves(csv_path: Path) -> pd.DataFrame:
     return out
 
 
-def _phase_lines(ax, curves: pd.DataFrame) -> None:
+def _phase_lines(ax, curves: pd.DataFrame, names: bool = False) -> None:
+    """A dotted line where each phase starts (and its name, on one panel, when there are several)."""
     starts = curves.loc[curves["segment"] != curves["segment"].shift(), ["x", "phase"]]
-    for _, row in starts.iloc[1:].iterrows():
-        ax.axvline(row["x"] - 0.5, color="grey", ls=":", lw=1)
+    for k, (_, row) in enumerate(starts.iterrows()):
+        if k:
+            ax.axvline(row["x"] - 0.5, color="grey", ls=":", lw=1)
+        if names and len(starts) > 1 and isinstance(row["phase"], str):
+            ax.annotate(row["phase"], (row["x"], 1.0), xycoords=("data", "axes fraction"), va="top", fontsize=7,
+                        color="grey")
 
 
 def plot_run_curves(run_dir: Path) -> Path | None:
-    """``<run>/plots/curves.png``: losses, validation metrics and learning rate per epoch."""
+    """``<run>/plots/curves.png``, the run's one curves figure (the leaderboard links it, the visual
+    report embeds it): losses, validation metrics and learning rate per epoch, phases marked."""
     csv = Path(run_dir) / "logs" / "metrics.csv"
     if not csv.is_file():
         return None
@@ -98,7 +104,7 @@ def plot_run_curves(run_dir: Path) -> Path | None:
             ax.plot(s["x"], s[c], marker="o", ms=3, label=c)
         if log and np.nanmin(curves[cols].to_numpy(float)) > 0:
             ax.set_yscale("log")
-        _phase_lines(ax, curves)
+        _phase_lines(ax, curves, names=i == 1)
         ax.set_xlabel("epoch (all phases)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)

@@ -55,6 +55,7 @@ from lesionbench.training.metrics import summarize
 from lesionbench.training.profile import measure_cost
 from lesionbench.training.provenance import provenance
 from lesionbench.training.task import SegmentationTask, selection_monitor
+from lesionbench.training.test_outputs import SaveTestOutputs
 from lesionbench.training.trainer import build_trainer, merge_csv_logs, start_phase_log
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,8 @@ def _train(cfg: ExperimentConfig, run_dir: Path, suite: str, callbacks: list[Cal
         found = resume_checkpoint(phase_dir, cfg_hash)
         resumed = resumed or found is not None
         clock = TrainClock(cfg_hash)
-        trainer, ckpt = build_trainer(cfg, phase, phase_dir, run_dir, [clock, *callbacks], progress, loggers)
+        trainer, ckpt = build_trainer(cfg, phase, phase_dir, run_dir, [clock, SaveTestOutputs(run_dir), *callbacks],
+                                      progress, loggers)
         determinism = determinism or _determinism(cfg)  # what Lightning switched on for this fit
         if rank_zero:
             start_phase_log(run_dir / "logs" / phase_dir.name, int(found[1]["global_step"]) if found else None)
@@ -171,8 +173,8 @@ def _train(cfg: ExperimentConfig, run_dir: Path, suite: str, callbacks: list[Cal
                              PhaseDone(best=best_path.name, score=best_val, seconds=seconds, config_hash=cfg_hash))
 
     if trainer is None:  # every phase was done before an interruption: a fresh trainer tests
-        trainer, _ = build_trainer(cfg, task.phases[-1], run_dir / "checkpoints" / "test", run_dir, [], progress,
-                                   loggers)
+        trainer, _ = build_trainer(cfg, task.phases[-1], run_dir / "checkpoints" / "test", run_dir,
+                                   [SaveTestOutputs(run_dir)], progress, loggers)
         determinism = _determinism(cfg)
     dm.setup("test")
     trainer.test(task, datamodule=dm, verbose=False)

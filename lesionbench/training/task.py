@@ -116,17 +116,20 @@ class SegmentationTask(L.LightningModule):
             self.log(PRIMARY_MONITOR, value, prog_bar=True)
         self.log("phase", float(self.phase_index), sync_dist=False)
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Compare at the ground truth's original size, one image at a time."""
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[torch.Tensor]]:
+        """Compare at the ground truth's original size, one image at a time; returns the masks it
+        scored (C×H×W bool, CPU) for callbacks (training/test_outputs.py writes them to the run folder)."""
         logits = self._final(self(batch["image"]))
-        stats, boundary = [], []
+        stats, boundary, masks = [], [], []
         for i, gt in enumerate(batch["orig_mask"]):
             up = resize_logits_to(logits[i : i + 1].float(), gt.shape[-2:])  # predict's resize too
             pred, target = up.sigmoid() > self.threshold, gt.unsqueeze(0).bool()
             stats.append(image_stats(pred, target))
-            boundary.append(image_boundary(pred.cpu(), target.cpu()))  # CPU: scipy's distance transform
+            masks.append(pred[0].cpu())
+            boundary.append(image_boundary(masks[-1][None], target.cpu()))  # CPU: scipy's distance transform
         self.test_stats.update(torch.cat(stats), batch["index"])
         self.test_boundary.update(torch.cat(boundary).to(self.device), batch["index"])
+        return {"pred": masks}
 
     def on_test_epoch_end(self) -> None:
         self.test_result = self.test_stats.compute()
