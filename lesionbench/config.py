@@ -76,7 +76,8 @@ def _not_renamed(value: Any) -> Any:
 class DatasetConfig(_Strict):
     name: DatasetName = "synthetic"
     root: str | None = Field(None, description="Folder holding the unzipped archives; default $LESIONBENCH_DATA")
-    image_size: int = Field(224, ge=16, le=2048)
+    image_size: int | tuple[int, int] = Field(
+        224, description="Network input: S for S×S, or [H, W] (e.g. paper 004's [767, 1022]); 16 to 2048 each")
     split: str = Field("official", description="official | paper000 | paper001 | paper002 (the write-ups' splits) | a split file path")
     augmentation: str = Field("none", description="Name of an albumentations recipe in data/transforms.py")
     normalize: Literal["imagenet", "dataset"] = Field(
@@ -87,6 +88,17 @@ class DatasetConfig(_Strict):
     leakage: Literal["report", "exclude", "ignore"] = "report"
 
     _renamed = field_validator("split", "augmentation", mode="before")(_not_renamed)
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        """S or [H, W], each an integer 16..2048; a square pair is stored as S (one config, one hash)."""
+        sides = list(value) if isinstance(value, (list, tuple)) else [value]
+        if len(sides) not in (1, 2) or not all(isinstance(v, int) and not isinstance(v, bool) for v in sides):
+            raise ValueError(f"give one size S or a pair [H, W] of integers, got {value!r}")
+        if not all(16 <= v <= 2048 for v in sides):
+            raise ValueError(f"each side must be 16 to 2048 pixels, got {value!r}")
+        return sides[0] if len(set(sides)) == 1 else tuple(sides)
 
 
 class ModelConfig(_Strict):
@@ -352,10 +364,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def quick_size(size: int | list[int] | tuple[int, int]) -> int | list[int]:
+    """--quick's image size: at most QUICK px on the longest side, the aspect ratio kept (sides a
+    multiple of 8, at least 16), e.g. [767, 1022] -> [48, 64]."""
+    if isinstance(size, int):
+        return min(size, QUICK["image_size"])
+    h, w = (int(v) for v in size)
+    scale = min(1.0, QUICK["image_size"] / max(h, w))
+    return [h, w] if scale == 1.0 else [max(16, round(h * scale / 8) * 8), max(16, round(w * scale / 8) * 8)]
+
+
 def shrink(data: dict[str, Any]) -> dict[str, Any]:
     """--quick on a validated config's dict: small images, a subset, one epoch per phase, no download."""
     ds = data.setdefault("dataset", {})
-    ds["image_size"] = min(int(ds.get("image_size", 224)), QUICK["image_size"])
+    ds["image_size"] = quick_size(ds.get("image_size", 224))
     ds["subset"] = QUICK["subset"]
     ds["num_workers"] = 0
     tr = data.setdefault("trainer", {})

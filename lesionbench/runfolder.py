@@ -111,7 +111,7 @@ class RunMetrics(_Strict):
     seed: int
     config_hash: str
     n_test: int = Field(ge=0)
-    image_size: int | None = None
+    image_size: int | tuple[int, int] | None = Field(None, description="dataset.image_size: S, or [H, W]")
     best_val: dict[str, float | None] = Field(default_factory=dict)
     published: list[PublishedScore] = Field(default_factory=list)
     cost: dict[str, float | int | str | None] = Field(default_factory=dict)

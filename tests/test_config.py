@@ -209,3 +209,28 @@ def test_the_seeds_suite_is_now_papers() -> None:
     assert load_suite("papers").name == "papers"
     with pytest.raises(ConfigError, match="'seeds' is now called 'papers'"):
         load_suite("seeds")
+
+
+def test_image_size_is_a_side_or_a_height_and_width(tmp_path: Path) -> None:
+    """16.3: paper 004 ran at 767×1022 (H×W); a square pair is the same config (and hash) as one side."""
+    pair = ExperimentConfig.model_validate({"dataset": {"image_size": [767, 1022]}})
+    assert pair.dataset.image_size == (767, 1022)
+    square = ExperimentConfig.model_validate({"dataset": {"image_size": [64, 64]}})
+    assert square.dataset.image_size == 64
+    assert square.config_hash() == ExperimentConfig.model_validate({"dataset": {"image_size": 64}}).config_hash()
+    assert "image_size: 64\n" in ExperimentConfig.model_validate({"dataset": {"image_size": 64}}).to_yaml()
+    for bad in ([0, 5], [1, 2, 3], "big", [True, 20], 4096):
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump({"name": "bad", "dataset": {"image_size": bad}}))
+        with pytest.raises(ConfigError) as err:
+            load_config(path)
+        assert "dataset.image_size" in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_paper004_recipes_run_at_767x1022_and_quick_keeps_the_aspect() -> None:
+    from lesionbench.config import quick_size
+    for name in ("isic2017_unet", "isic2017_unetplusplus", "isic2017_pspnet"):
+        path = Path(__file__).parents[1] / "experiments" / f"{name}.yaml"
+        assert load_config(path).dataset.image_size == (767, 1022), name
+        assert load_config(path, quick=True).dataset.image_size == (48, 64), name
+    assert quick_size(224) == 64 and quick_size(32) == 32 and quick_size([40, 60]) == [40, 60]

@@ -34,18 +34,19 @@ def _dm(root: Path, name: str, **kw) -> SegmentationDataModule:
     return dm
 
 
-@pytest.mark.parametrize("size", [32, 48])
+@pytest.mark.parametrize("size", [32, 48, (24, 40)])  # (H, W): paper 004's 767×1022 in small
 @pytest.mark.parametrize("name", list(EXPECTED))
-def test_every_dataset_every_split(root: Path, name: str, size: int) -> None:
+def test_every_dataset_every_split(root: Path, name: str, size: int | tuple[int, int]) -> None:
     dm = _dm(root, name, image_size=size, augmentation="paper002")
+    h, w = (size, size) if isinstance(size, int) else size
     assert (len(dm.train_ids), len(dm.val_ids), len(dm.test_ids)) == EXPECTED[name]
     c = 5 if name == "isic2018-task2" else 1
     assert dm.num_classes == c and len(dm.class_names) == c
     for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
         b = next(iter(loader))
         n = len(b["id"])
-        assert b["image"].shape == (n, 3, size, size) and b["image"].dtype == torch.float32
-        assert b["mask"].shape == (n, c, size, size) and set(b["mask"].unique().tolist()) <= {0.0, 1.0}
+        assert b["image"].shape == (n, 3, h, w) and b["image"].dtype == torch.float32
+        assert b["mask"].shape == (n, c, h, w) and set(b["mask"].unique().tolist()) <= {0.0, 1.0}
         assert b["index"].dtype == torch.int64
     tb = next(iter(dm.test_dataloader()))
     assert tb["index"].tolist() == list(range(len(tb["id"]))) and tb["id"] == dm.test_ids[: len(tb["id"])]
@@ -61,6 +62,15 @@ def test_cache_equals_decoding_and_subset(root: Path) -> None:
     assert len(a.train_ids) == 3 and a.train_ids == b.train_ids == _dm(root, "isic2018").train_ids[:3]
     ba, bb = next(iter(a.val_dataloader())), next(iter(b.val_dataloader()))
     assert torch.equal(ba["image"], bb["image"]) and torch.equal(ba["mask"], bb["mask"])
+
+
+def test_non_square_cache_is_keyed_by_both_sides(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LESIONBENCH_WORKDIR", str(tmp_path / "work"))
+    wide, tall = _dm(root, "isic2018", image_size=[24, 40]), _dm(root, "isic2018", image_size=[40, 24])
+    folders = sorted(p.name.split("-")[-2] for p in (wide.work / "cache").glob("isic2018-*-train-*"))
+    assert folders == ["24x40px", "40x24px"], folders
+    assert next(iter(wide.val_dataloader()))["image"].shape[-2:] == (24, 40)
+    assert next(iter(tall.val_dataloader()))["image"].shape[-2:] == (40, 24)
 
 
 def test_cache_rebuilt_when_source_changes(root: Path, tmp_path: Path) -> None:

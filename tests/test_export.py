@@ -15,7 +15,7 @@ from lesionbench.config import ExperimentConfig
 from lesionbench.errors import LesionBenchError
 
 
-def fake_run(run_dir: Path, model: dict, size: int) -> Path:
+def fake_run(run_dir: Path, model: dict, size: int | list[int]) -> Path:
     """An untrained run folder (exports need no training)."""
     torch.manual_seed(0)
     return make_run(run_dir, ExperimentConfig.model_validate({
@@ -51,16 +51,17 @@ def test_safetensors_three_line_load_is_identical(unet_run: Path, tmp_path: Path
 
 
 @pytest.mark.parametrize("model,size", [({"name": "unet", "options": {"base_channels": 8}}, 32),
-                                        ({"name": "test-pspnet", "options": {}}, 64)])
-def test_onnx_and_torchscript_match_pytorch(model: dict, size: int, tmp_path: Path) -> None:
+                                        ({"name": "test-pspnet", "options": {}}, 64),
+                                        ({"name": "unet", "options": {"base_channels": 8}}, [24, 40])])
+def test_onnx_and_torchscript_match_pytorch(model: dict, size: int | list[int], tmp_path: Path) -> None:
     """Batch axis is dynamic (exported with 1 image, run with 3); PSPNet's 3 and 6 bins do not divide
-    its feature map, which plain ONNX pooling cannot express."""
+    its feature map, which plain ONNX pooling cannot express; a run at H×W (paper 004) exports at H×W."""
     import onnx
     import onnxruntime as ort
 
     from lesionbench.inference.export import export_run
     run = fake_run(tmp_path / "run", model, size)
-    x = torch.randn(3, 3, size, size)
+    x = torch.randn(3, 3, *([size, size] if isinstance(size, int) else size))
     want = _reference(run, x)
     onnx_path = export_run(run, "onnx", tmp_path / "out")
     assert onnx.load(str(onnx_path)).opset_import[0].version >= 17

@@ -13,16 +13,19 @@ from PIL import Image
 from lesionbench.config import ExperimentConfig
 
 
-@pytest.fixture(scope="module", params=["imagenet", "dataset"])
+@pytest.fixture(scope="module", params=[("imagenet", 32), ("dataset", 32), ("imagenet", [32, 48])],
+                ids=["imagenet", "dataset", "imagenet-32x48"])
 def tiny_run(request: pytest.FixtureRequest, tiny_synthetic: Path,
              tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A real one-epoch training at 32 px (images are 48-72 px JPEGs, so resizing matters); the high
-    learning rate gives non-trivial masks, so a different resize changes the per-image scores."""
+    """A real one-epoch training at 32 px, or at a non-square 32×48 as paper 004's 767×1022 (images
+    are 48-72 px JPEGs, so resizing matters); the high learning rate gives non-trivial masks, so a
+    different resize changes the per-image scores."""
     from lesionbench.training.run import train
     tmp = tmp_path_factory.mktemp("parity")
+    normalize, size = request.param
     cfg = ExperimentConfig.model_validate({
-        "name": "parity", "dataset": {"name": "synthetic", "image_size": 32, "augmentation": "none",
-                                              "normalize": request.param},  # paper 003: its training split's stats
+        "name": "parity", "dataset": {"name": "synthetic", "image_size": size, "augmentation": "none",
+                                              "normalize": normalize},  # paper 003: its training split's stats
         "model": {"name": "unet", "options": {"base_channels": 8}}, "optimizer": {"lr": 0.02},
         "trainer": {"epochs": 1, "batch_size": 4, "accelerator": "cpu", "devices": 1}})
     with pytest.MonkeyPatch.context() as mp:
@@ -52,8 +55,10 @@ def test_model_input_is_the_test_batch_item(tiny_run: tuple[Path, Path], tiny_sy
     loader_items = dm.test_dataloader().dataset
     stats = run_stats(load_run(run)[0].model)  # recorded in metrics.json by the run
     assert stats == (tuple(dm.mean), tuple(dm.std))
+    size_in = load_run(run)[1].dataset.image_size
     for i, s in enumerate(samples):
-        x, size = model_input(s.image, 32, "none", stats)
+        x, size = model_input(s.image, size_in, "none", stats)
+        assert x.shape[-2:] == ((32, 32) if size_in == 32 else (32, 48))
         assert torch.equal(x, loader_items[i]["image"]), s.id
         assert size == tuple(loader_items[i]["orig_mask"].shape[-2:])
 

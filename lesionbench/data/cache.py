@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lesionbench.data.decode import load_pair
+from lesionbench.data.decode import Size, hw, load_pair, size_label
 from lesionbench.data.layouts import Sample
 from lesionbench.errors import LesionBenchError
 from lesionbench.io import umask
@@ -60,15 +60,15 @@ def _open(folder: Path) -> CachedArrays:
                         ids, folder)
 
 
-def _open_valid(folder: Path, samples: list[Sample], size: int, c: int) -> CachedArrays | None:
+def _open_valid(folder: Path, samples: list[Sample], size: Size, c: int) -> CachedArrays | None:
     """The cache in ``folder`` if every file parses and matches the samples; a corrupt one is removed."""
     if not (folder / "ids.json").is_file():
         return None
     n = len(samples)
     try:
         arrays = _open(folder)
-        if (arrays.ids != [s.id for s in samples] or arrays.images.shape != (n, size, size, 3)
-                or arrays.masks.shape != (n, c, size, size)):
+        if (arrays.ids != [s.id for s in samples] or arrays.images.shape != (n, *hw(size), 3)
+                or arrays.masks.shape != (n, c, *hw(size))):
             raise ValueError("ids or array shapes do not match the samples")
         return arrays
     except (OSError, ValueError, EOFError) as err:  # garbage, truncated .npy, bad JSON
@@ -77,9 +77,10 @@ def _open_valid(folder: Path, samples: list[Sample], size: int, c: int) -> Cache
         return None
 
 
-def cache_bytes(n: int, c: int, size: int) -> int:
-    """Bytes a cache of n images (c mask channels) at size×size takes on disk (+ headers)."""
-    return n * size * size * (3 + c) + 4096
+def cache_bytes(n: int, c: int, size: Size) -> int:
+    """Bytes a cache of n images (c mask channels) at ``size`` takes on disk (+ headers)."""
+    h, w = hw(size)
+    return n * h * w * (3 + c) + 4096
 
 
 def clean_leftovers(cache_dir: Path) -> list[Path]:
@@ -138,10 +139,10 @@ def _no_space(folder: Path, need: int) -> LesionBenchError:
                             f"{free / 1e6:.1f} MB free); free some space or set $LESIONBENCH_WORKDIR to a larger disk")
 
 
-def build_cache(samples: list[Sample], size: int, threshold: int, cache_dir: Path, tag: str) -> CachedArrays:
+def build_cache(samples: list[Sample], size: Size, threshold: int, cache_dir: Path, tag: str) -> CachedArrays:
     """Return the cache for these samples at this size, building it if absent, stale or corrupt."""
-    key = manifest_hash(samples, f"{size}:{threshold}")
-    folder = Path(cache_dir) / f"{tag}-{size}px-{key}"
+    key = manifest_hash(samples, f"{size if isinstance(size, int) else hw(size)}:{threshold}")
+    folder = Path(cache_dir) / f"{tag}-{size_label(size)}-{key}"
     n, c = len(samples), len(samples[0].masks) if samples else 1
     arrays = _open_valid(folder, samples, size, c)
     if arrays is not None:
@@ -149,7 +150,7 @@ def build_cache(samples: list[Sample], size: int, threshold: int, cache_dir: Pat
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         clean_leftovers(folder.parent)
-        for old in folder.parent.glob(f"{tag}-{size}px-*"):  # stale versions of the same part
+        for old in folder.parent.glob(f"{tag}-{size_label(size)}-*"):  # stale versions of the same part
             if old != folder:  # the current one may have just been renamed into place by another process
                 shutil.rmtree(old, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{tag}-", dir=folder.parent))
@@ -162,8 +163,8 @@ def build_cache(samples: list[Sample], size: int, threshold: int, cache_dir: Pat
         (tmp / OWNER).write_text(f"{socket.gethostname()} {os.getpid()}")
         if shutil.disk_usage(tmp).free < need:
             raise _no_space(folder.parent, need)
-        images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8, (n, size, size, 3))
-        masks = np.lib.format.open_memmap(tmp / "masks.npy", "w+", np.uint8, (n, c, size, size))
+        images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8, (n, *hw(size), 3))
+        masks = np.lib.format.open_memmap(tmp / "masks.npy", "w+", np.uint8, (n, c, *hw(size)))
         _reserve(tmp / "images.npy")
         _reserve(tmp / "masks.npy")
         for i, s in enumerate(samples):

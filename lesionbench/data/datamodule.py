@@ -22,7 +22,7 @@ from lesionbench.config import DatasetConfig, ExperimentConfig
 from lesionbench.data import leakage, synthetic
 from lesionbench.data.cache import _open, build_cache, manifest_hash
 from lesionbench.data.checks import check_pairs, ensure_checked
-from lesionbench.data.decode import load_mask, load_pair
+from lesionbench.data.decode import Size, load_mask, load_pair
 from lesionbench.data.layouts import Layout, Sample, get_layout, locate, scan
 from lesionbench.data.splits import PARTS, load_or_create
 from lesionbench.data.stats import training_stats
@@ -68,7 +68,7 @@ def work_dir(root: Path) -> Path:
 class SegmentationDataset(Dataset):
     """One split part; reads the memory-mapped cache (opened lazily per worker) or decodes files."""
 
-    def __init__(self, samples: list[Sample], layout: Layout, size: int, transform: Any,
+    def __init__(self, samples: list[Sample], layout: Layout, size: Size, transform: Any,
                  cache: Path | None = None, with_orig: bool = False) -> None:
         self.samples, self.layout, self.size, self.transform = samples, layout, size, transform
         self.cache, self.with_orig, self._arrays = cache, with_orig, None

@@ -14,6 +14,20 @@ from PIL import Image, UnidentifiedImageError
 from lesionbench.data.layouts import Sample
 from lesionbench.errors import LesionBenchError
 
+#: A network input size: S (S×S) or (H, W), as ``dataset.image_size`` gives it.
+Size = int | tuple[int, int]
+
+
+def hw(size: Size) -> tuple[int, int]:
+    """(H, W) of a size given as S (square) or (H, W)."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def size_label(size: Size) -> str:
+    """``224px`` or ``767x1022px`` (H×W): for folder names and tables."""
+    h, w = hw(size)
+    return f"{h}px" if h == w else f"{h}x{w}px"
+
 
 def open_image(path: Path) -> Image.Image:
     try:
@@ -24,22 +38,23 @@ def open_image(path: Path) -> Image.Image:
                                "or run `lesionbench data verify`") from None
 
 
-def load_image(path: Path, size: int | None = None) -> np.ndarray:
-    """RGB uint8 H×W×3 (grayscale/RGBA/palette converted), resized to size×size when given."""
+def load_image(path: Path, size: Size | None = None) -> np.ndarray:
+    """RGB uint8 H×W×3 (grayscale/RGBA/palette converted), resized to ``size`` when given."""
     img = open_image(path)
     try:
         if size is not None and img.format == "JPEG":
-            img.draft("RGB", (size * 2, size * 2))  # keeps >= 2x the target, so quality is unchanged
+            h, w = hw(size)
+            img.draft("RGB", (w * 2, h * 2))  # keeps >= 2x the target, so quality is unchanged
         return resize_rgb(img.convert("RGB"), size)
     except OSError as err:
         raise LesionBenchError(f"{path}: corrupt or truncated image ({err}); run `lesionbench data verify`") from None
 
 
-def resize_rgb(img: Image.Image | np.ndarray, size: int | None) -> np.ndarray:
+def resize_rgb(img: Image.Image | np.ndarray, size: Size | None) -> np.ndarray:
     """The one image resize (PIL bilinear, antialiased): the cache, predict, explain and export use it."""
     img = Image.fromarray(np.ascontiguousarray(img)) if isinstance(img, np.ndarray) else img
-    if size is not None and img.size != (size, size):
-        img = img.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
+    if size is not None and img.size != hw(size)[::-1]:
+        img = img.resize(hw(size)[::-1], Image.BILINEAR, reducing_gap=2.0)
     return np.asarray(img)
 
 
@@ -49,7 +64,7 @@ def image_size(path: Path) -> tuple[int, int]:
     return h, w
 
 
-def load_mask(path: Path, threshold: int, size: int | None = None) -> np.ndarray:
+def load_mask(path: Path, threshold: int, size: Size | None = None) -> np.ndarray:
     """Binary uint8 H×W in {0,1}: value > threshold. Resizing goes through a smooth
     (bilinear) downscale of the 0/255 mask then re-thresholds, which avoids nearest aliasing."""
     img = open_image(path)
@@ -58,13 +73,13 @@ def load_mask(path: Path, threshold: int, size: int | None = None) -> np.ndarray
     except OSError as err:
         raise LesionBenchError(f"{path}: corrupt or truncated mask ({err}); run `lesionbench data verify`") from None
     binary = arr > threshold
-    if size is None or binary.shape == (size, size):
+    if size is None or binary.shape == hw(size):
         return binary.astype(np.uint8)
-    small = Image.fromarray(binary.astype(np.uint8) * 255).resize((size, size), Image.BILINEAR, reducing_gap=2.0)
+    small = Image.fromarray(binary.astype(np.uint8) * 255).resize(hw(size)[::-1], Image.BILINEAR, reducing_gap=2.0)
     return (np.asarray(small) > 127).astype(np.uint8)
 
 
-def load_pair(sample: Sample, threshold: int, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_pair(sample: Sample, threshold: int, size: Size | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(image H×W×3 uint8, mask C×H×W uint8 in {0,1}); size=None keeps the original size."""
     image = load_image(sample.image, size)
     masks = np.stack([load_mask(p, threshold, size) for p in sample.masks])

@@ -13,30 +13,30 @@ from typing import Any
 import numpy as np
 import torch
 
-from lesionbench.data.decode import image_size, load_image, resize_rgb
+from lesionbench.data.decode import Size, hw, image_size, load_image, resize_rgb
 from lesionbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
 IMAGENET: Stats = (IMAGENET_MEAN, IMAGENET_STD)
 
 
-def eval_tensor(image: np.ndarray, size: int, augmentation: str = "none", stats: Stats = IMAGENET) -> torch.Tensor:
-    """3×S×S float32 for an RGB uint8 image: the cache's resize, then the run's eval transform
+def eval_tensor(image: np.ndarray, size: Size, augmentation: str = "none", stats: Stats = IMAGENET) -> torch.Tensor:
+    """3×H×W float32 (``size``) for an RGB uint8 image: the cache's resize, then the run's eval transform
     (``stats``: the run's normalisation mean/std, ImageNet's or its training split's)."""
     tf = build_transforms(augmentation, size, train=False, mean=stats[0], std=stats[1])
     return tf(image=resize_rgb(image, size))["image"].float()
 
 
-def model_input(path: str | Path, size: int, augmentation: str = "none",
+def model_input(path: str | Path, size: Size, augmentation: str = "none",
                 stats: Stats = IMAGENET) -> tuple[torch.Tensor, tuple[int, int]]:
-    """(3×S×S network input, original (H, W)) for an image file: bit-identical to the test batch item."""
+    """(3×H×W network input at ``size``, original (H, W)) for an image file: bit-identical to the test batch item."""
     path = Path(path)
     return eval_tensor(load_image(path, size), size, augmentation, stats), image_size(path)
 
 
-def describe(size: int, stats: Stats = IMAGENET) -> dict[str, Any]:
+def describe(size: Size, stats: Stats = IMAGENET) -> dict[str, Any]:
     """What ``model_input`` does, written next to exported models so other code can reproduce it."""
-    return {"image_size": size, "resize": "PIL bilinear, reducing_gap=2.0 (JPEG draft to >= 2x size first)",
+    return {"image_size": size if isinstance(size, int) else list(hw(size)), "resize": "PIL bilinear, reducing_gap=2.0 (JPEG draft to >= 2x size first)",
             "mean": list(stats[0]), "std": list(stats[1]), "scale": "uint8 / 255 then (x - mean) / std",
             "output": "logits; resize bilinear (align_corners=False) to the original size, sigmoid, > 0.5",
             "function": "lesionbench.data.preprocess.model_input"}

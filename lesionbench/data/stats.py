@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from lesionbench.data.cache import build_cache, manifest_hash
+from lesionbench.data.decode import Size, hw
 from lesionbench.data.layouts import Sample
 from lesionbench.errors import LesionBenchError
 from lesionbench.io import atomic_write_text
@@ -35,10 +36,10 @@ def channel_stats(images: np.ndarray, chunk: int = 64) -> Stats:
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)  # type: ignore[return-value]
 
 
-def training_stats(samples: list[Sample], size: int, threshold: int, cache_dir: Path, tag: str) -> Stats:
+def training_stats(samples: list[Sample], size: Size, threshold: int, cache_dir: Path, tag: str) -> Stats:
     """Mean/std of these (training) samples at ``size``, read from ``<cache_dir>/<tag>-stats-<key>.json``
     or computed from the pre-resized cache and written there."""
-    key = manifest_hash(samples, f"stats:{size}")
+    key = manifest_hash(samples, f"stats:{size if isinstance(size, int) else hw(size)}")
     path = Path(cache_dir) / f"{tag}-stats-{key}.json"
     if path.is_file():
         try:
@@ -49,5 +50,5 @@ def training_stats(samples: list[Sample], size: int, threshold: int, cache_dir: 
     arrays = build_cache(samples, size, threshold, cache_dir, tag)
     mean, std = channel_stats(arrays.images)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps({"mean": mean, "std": std, "images": len(samples), "size": size}))
+    atomic_write_text(path, json.dumps({"mean": mean, "std": std, "images": len(samples), "size": size if isinstance(size, int) else list(hw(size))}))
     return mean, std

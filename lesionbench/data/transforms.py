@@ -13,6 +13,7 @@ import albumentations as A
 import cv2
 from albumentations.pytorch import ToTensorV2
 
+from lesionbench.data.decode import Size, hw
 from lesionbench.errors import LesionBenchError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -59,7 +60,7 @@ RECIPES: dict[str, Callable[[], list[A.BasicTransform]]] = {
 }
 
 
-def build_transforms(name: str, image_size: int, train: bool, seed: int | None = None, *,
+def build_transforms(name: str, image_size: Size, train: bool, seed: int | None = None, *,
                      mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> A.Compose:
     """Train: resize + recipe + normalise (ImageNet's mean/std unless given); eval (train=False):
     resize + normalise only.
@@ -71,7 +72,7 @@ def build_transforms(name: str, image_size: int, train: bool, seed: int | None =
         raise LesionBenchError(f"unknown augmentation '{name}' (known recipes: {', '.join(RECIPES)})")
     middle = RECIPES[name]() if train else []
     return A.Compose([
-        A.Resize(image_size, image_size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST),
+        A.Resize(*hw(image_size), interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST),
         *middle,
         A.Normalize(mean=mean, std=std),
         ToTensorV2(transpose_mask=True),

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lesionbench.data.decode import load_mask, load_pair
+from lesionbench.data.decode import Size, hw, load_mask, load_pair
 from lesionbench.data.layouts import Sample
 from lesionbench.io import atomic_write_json, read_json
 from lesionbench.training.boundary import image_boundary
@@ -32,13 +32,13 @@ def dataset_json(num_training: int, name: str) -> dict[str, Any]:
             "name": name, "description": "exported by LesionBench: our split, fold 0 = our train/val"}
 
 
-def export_raw(parts: dict[str, list[Sample]], folder: Path, size: int, threshold: int, name: str) -> dict[str, Any]:
+def export_raw(parts: dict[str, list[Sample]], folder: Path, size: Size, threshold: int, name: str) -> dict[str, Any]:
     """Write the raw dataset; returns (and records in export.json, written last) the exported ids.
 
     An export with the same ids and size is kept; anything else is removed and written afresh.
     """
     ids = {p: [s.id for s in parts[p]] for p in ("train", "val", "test")}
-    record = {"ids": ids, "image_size": size}
+    record = {"ids": ids, "image_size": size if isinstance(size, int) else list(hw(size))}  # as JSON reads back
     marker = folder / "export.json"
     if marker.is_file() and read_json(marker) == record:
         return record

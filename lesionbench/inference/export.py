@@ -6,10 +6,10 @@ Load the safetensors export with the registry in three lines (paper 002's usage,
     model = load_pretrained("exported/")   # config.json + model.safetensors
     model.eval()
 
-Inputs are ``image_size``×``image_size`` RGB tensors made by
+Inputs are ``image_size`` (S×S, or H×W when given as a pair) RGB tensors made by
 ``lesionbench.data.preprocess.model_input`` (the test loop's own decode, resize and ImageNet
 normalisation, described in ``config.json["preprocessing"]``); outputs are logits: ``sigmoid`` then ``> 0.5`` for the mask.
-ONNX and TorchScript files take a B×3×S×S float tensor (batch axis dynamic) and return B×C×S×S logits.
+ONNX and TorchScript files take a B×3×H×W float tensor (batch axis dynamic) and return B×C×H×W logits.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from lesionbench.data.decode import hw
 from lesionbench.data.preprocess import describe
 from lesionbench.errors import LesionBenchError
 from lesionbench.inference.explain import SingleOutput
@@ -86,7 +87,7 @@ def export_run(run_dir: str | Path, fmt: Format, out: str | Path) -> Path:
     model, out = task.model.eval(), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     size = cfg.dataset.image_size
-    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 3, *hw(size), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want = SingleOutput(model)(x)
     if fmt == "safetensors":

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from lesionbench.config import ConfigError
+from lesionbench.data.decode import size_label
 from lesionbench.data.layouts import LAYOUTS
 from lesionbench.io import atomic_write_text
 from lesionbench.reporting import generalisation, plots
@@ -86,7 +87,7 @@ def _row(rank_: int, e: Entry, published: _Published) -> list[str]:
     return [str(rank_), f"`{esc(e.experiment)}`", str(len(e.runs)), pm(e.stats["dice"]), _ci(e.ci),
             pm(e.stats["primary"]), _ci(e.cis.get("primary")), *boundary, pm(e.stats["iou"]),
             published.cell(e), mean_of([c.get("params") for c in cost], 1e6),
-            flops if flops == MISSING or not size else f"{flops} @{size}px",
+            flops if flops == MISSING or not size else f"{flops} @{size_label(size)}",
             mean_of([c.get("ms_per_image") for c in cost], fmt="{:.1f}"),
             mean_of([c.get("peak_mem_mb") for c in cost], fmt="{:.0f}"),
             duration([c.get("train_time_s", r.info.train_time_s if r.info else None)

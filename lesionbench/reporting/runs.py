@@ -46,7 +46,7 @@ class RunRecord:
     dataset: str | None = None
     model: str | None = None
     seed: int | None = None
-    image_size: int | None = None  # the recipe's resolution (FLOPs are counted at it)
+    image_size: int | tuple[int, int] | None = None  # the recipe's resolution, S or (H, W) (FLOPs are counted at it)
     info: RunInfo | None = None  # run.json
     metrics: RunMetrics | None = None  # metrics.json (finished runs)
     per_image: pd.DataFrame | None = None  # per_image.csv, indexed by image id

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from PIL import Image
 
+from lesionbench.data.decode import size_label
 from lesionbench.inference.predict import FN_COLOUR, FP_COLOUR, TP_COLOUR, error_map, overlay
 from lesionbench.io import atomic_write_text
 from lesionbench.reporting.plots import _save, plot_run_curves
@@ -103,9 +104,9 @@ def write_run_report(run_dir: str | Path) -> list[Path]:
             rows.append((f"{label}: {sid}", [(image, dice(sid)), (overlay(image, pred), "prediction"),
                                              (error_map(pred.any(0), gt.any(0)), "errors")]))
         written.append(_grid(rows, out / "best_worst.png", legend=True))
-    size = metrics.image_size
+    size = size_label(metrics.image_size) if metrics.image_size else "?"
     lines = [f"# {run.name}: visual report", "",
-             f"Model `{metrics.model}` on `{metrics.dataset}` ({size} px); images shown at most "
+             f"Model `{metrics.model}` on `{metrics.dataset}` ({size}); images shown at most "
              "512 px on their longest side, masks as the test loop scored them (`predictions/`).", ""]
     lines += [f"![{p.stem}]({p.name if p.parent == out else '../' + p.relative_to(run).as_posix()})\n"
               for p in written]

@@ -7,6 +7,7 @@ next to the figures. Results go to ``<out>/perf.json`` and ``<out>/perf.md`` (ne
 
 from __future__ import annotations
 
+import gc
 import os
 import shlex
 import shutil
@@ -62,8 +63,10 @@ def bench_training(s: Settings, root: Path, work: Path, log: Callable[[str], Non
             for side in (("lightning", "bare") if len(light) % 2 == 0 else ("bare", "lightning")):
                 threads.add(torch.get_num_threads())
                 if side == "lightning":
-                    seconds, used = m.lightning_steps(task, dm, cfg, work / "runs" / f"{len(light)}", s.warmup,
-                                                      s.steps, s.device)
+                    block_dir = work / "runs" / f"{len(light)}"
+                    seconds, used = m.lightning_steps(task, dm, cfg, block_dir, s.warmup, s.steps, s.device)
+                    shutil.rmtree(block_dir, ignore_errors=True)  # its checkpoints: 40 blocks filled 18 GB
+                    gc.collect()  # the finished Trainer's optimiser state sits in reference cycles
                     threads.add(used)
                     light.append(seconds)
                 else:

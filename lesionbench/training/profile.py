@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from lesionbench.data.decode import Size, hw
+
 
 def sync(device: torch.device | str) -> None:
     """Wait for queued CUDA work, so a timer or memory reading sees it done (no-op on CPU)."""
@@ -30,13 +32,13 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
-def count_flops(model: nn.Module, image_size: int, device: torch.device | str = "cpu") -> float | None:
+def count_flops(model: nn.Module, image_size: Size, device: torch.device | str = "cpu") -> float | None:
     """Multiply-accumulates of one forward pass (fvcore), or None where tracing fails."""
     try:
         from fvcore.nn import FlopCountAnalysis
     except ImportError:  # pragma: no cover - fvcore is a dependency
         return None
-    x = torch.zeros(1, 3, image_size, image_size, device=device)
+    x = torch.zeros(1, 3, *hw(image_size), device=device)
     try:
         analysis = FlopCountAnalysis(model, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         return float(analysis.total())
@@ -45,10 +47,10 @@ def count_flops(model: nn.Module, image_size: int, device: torch.device | str = 
 
 
 @torch.inference_mode()
-def latency_ms(model: nn.Module, image_size: int, batch: int = 1, repeats: int = 5,
+def latency_ms(model: nn.Module, image_size: Size, batch: int = 1, repeats: int = 5,
                device: torch.device | str = "cpu") -> float:
     """Median wall time per image of a forward pass in eval mode."""
-    x = torch.randn(batch, 3, image_size, image_size, device=device)
+    x = torch.randn(batch, 3, *hw(image_size), device=device)
     model(x)  # warm-up
     times = []
     for _ in range(repeats):
@@ -108,7 +110,7 @@ def peak_memory(device: torch.device | str) -> Iterator[dict[str, float]]:
     out["peak_mb"] = max(peak - before, 0.0)
 
 
-def measure_cost(model: nn.Module, image_size: int, device: torch.device | str | None = None) -> dict[str, Any]:
+def measure_cost(model: nn.Module, image_size: Size, device: torch.device | str | None = None) -> dict[str, Any]:
     """Everything the leaderboard's cost columns show, measured on ``device`` (the training device;
     default: where the model is now). The model goes back to where it was, in the mode it was in."""
     home = next(model.parameters()).device
@@ -138,8 +140,8 @@ def describe_device(device: torch.device | str) -> str:
 
 
 @torch.inference_mode()
-def _inference_peak_mb(model: nn.Module, image_size: int, device: torch.device) -> float:
+def _inference_peak_mb(model: nn.Module, image_size: Size, device: torch.device) -> float:
     """Memory one batch-1 forward pass needs beyond what is already resident."""
     with peak_memory(str(device)) as mem:
-        model(torch.zeros(1, 3, image_size, image_size, device=device))
+        model(torch.zeros(1, 3, *hw(image_size), device=device))
     return mem["peak_mb"]
