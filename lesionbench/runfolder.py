@@ -89,13 +89,8 @@ class ChallengeScore(BaseModel):
     per_attribute: dict[str, dict[str, float]] | None = None
 
 
-class RunMetrics(_Strict):
-    """metrics.json: the test-set summary of training/metrics.summarize plus what identifies the run.
-
-    Metric families are typed dicts of floats, so a new metric name needs no schema change. Other
-    top-level sections are allowed (``extra="allow"``): a room that adds one (a new summary) must
-    not make a finished run unreadable; its own reader validates it.
-    """
+class _Scores(_Strict):
+    """The test-set summary of training/metrics.summarize, shared by a run and its evaluations."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -103,6 +98,16 @@ class RunMetrics(_Strict):
     pooled: dict[str, float] = Field(default_factory=dict)
     per_class: dict[str, dict[str, float]] = Field(default_factory=dict)
     challenge: ChallengeScore | None = None
+
+
+class RunMetrics(_Scores):
+    """metrics.json: the test-set summary of training/metrics.summarize plus what identifies the run.
+
+    Metric families are typed dicts of floats, so a new metric name needs no schema change. Other
+    top-level sections are allowed (``extra="allow"``): a room that adds one (a new summary) must
+    not make a finished run unreadable; its own reader validates it.
+    """
+
     experiment: str
     run: str
     suite: str = "adhoc"
@@ -216,16 +221,10 @@ class Excluded(BaseModel):
     ids: list[str] = Field(default_factory=list)
 
 
-class EvalMetrics(_Strict):
+class EvalMetrics(_Scores):
     """eval/<dataset>[__<split>]/metrics.json: a finished run scored on another dataset's split
     (studies/evaluate.py), beside its own per_image.csv (rows as ``PerImageRow``)."""
 
-    model_config = ConfigDict(extra="allow")
-
-    per_image: dict[str, float]
-    pooled: dict[str, float] = Field(default_factory=dict)
-    per_class: dict[str, dict[str, float]] = Field(default_factory=dict)
-    challenge: ChallengeScore | None = None
     run: str
     experiment: str
     model: str

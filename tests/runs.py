@@ -16,37 +16,24 @@ def fake_run(run_dir: Path, cfg: ExperimentConfig) -> Path:
     them (written through the run-folder models), around an untrained task (fast)."""
     from safetensors.torch import save_model
 
-    from lesionbench.runfolder import (
-        WEIGHTS,
-        PerImageRow,
-        RunInfo,
-        RunMetrics,
-        write_metrics,
-        write_per_image,
-        write_run_info,
-    )
+    from lesionbench.runfolder import WEIGHTS
     from lesionbench.training.metrics import summarize
     from lesionbench.training.task import SegmentationTask
 
     task = SegmentationTask(cfg.model_dump(mode="json"))
     run_dir.mkdir(parents=True)
-    (run_dir / "config.yaml").write_text(cfg.to_yaml())
     save_model(task.model, str(run_dir / WEIGHTS))
     ids = ["img0", "img1"]
     stats = torch.tensor([[[1.0, 1.0, 1.0, 1.0]] * cfg.num_classes] * len(ids))  # tp, fp, fn, tn per image
     summary, rows = summarize(stats, ids, cfg.dataset.name, [f"class{i}" for i in range(cfg.num_classes)])
-    ident = {"run": run_dir.name, "experiment": cfg.name, "config_hash": cfg.config_hash(), "seed": cfg.trainer.seed}
-    write_run_info(run_dir, RunInfo(status="finished", best_checkpoint=WEIGHTS, **ident))
-    write_metrics(run_dir, RunMetrics.model_validate({
-        **summary, **ident, "dataset": cfg.dataset.name, "model": cfg.model.name, "n_test": len(ids),
-        "image_size": cfg.dataset.image_size, "best_checkpoint": WEIGHTS}))
-    write_per_image(run_dir, [PerImageRow.model_validate(r) for r in rows])
-    return run_dir
+    return write_scored_run(run_dir, experiment=cfg.name, dataset=cfg.dataset.name, seed=cfg.trainer.seed, rows=rows,
+                            metrics={**summary, "image_size": cfg.dataset.image_size}, model=cfg.model.name,
+                            config_yaml=cfg.to_yaml(), config_hash=cfg.config_hash())
 
 
 def write_scored_run(run_dir: Path, *, experiment: str, dataset: str, seed: int, rows: list[dict],
                      metrics: dict, model: str = "smp:Unet/resnet18", info: dict | None = None,
-                     config_yaml: str | None = None) -> Path:
+                     config_yaml: str | None = None, config_hash: str = "0" * 16) -> Path:
     """A finished run folder with the given per-image rows and metrics.json sections, written through
     the run-folder models (as train() writes them), for tests of what reads scores."""
     from lesionbench.runfolder import (
@@ -59,8 +46,8 @@ def write_scored_run(run_dir: Path, *, experiment: str, dataset: str, seed: int,
         write_run_info,
     )
 
-    run_dir.mkdir(parents=True)
-    ident = {"run": run_dir.name, "experiment": experiment, "config_hash": "0" * 16, "seed": seed}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ident = {"run": run_dir.name, "experiment": experiment, "config_hash": config_hash, "seed": seed}
     if config_yaml is not None:
         (run_dir / "config.yaml").write_text(config_yaml)
     write_run_info(run_dir, RunInfo.model_validate({"status": "finished", "best_checkpoint": WEIGHTS, **ident,
