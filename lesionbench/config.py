@@ -289,6 +289,8 @@ class ExperimentConfig(_Strict):
         checkpoints to their config); the fields in HASH_EXCLUDED are left out."""
         exclude: dict[str, Any] = {}
         for dotted in HASH_EXCLUDED:
+            if dotted in HASH_NULLED:
+                continue
             section, _, key = dotted.partition(".")
             if key:
                 exclude.setdefault(section, set()).add(key)
@@ -296,7 +298,11 @@ class ExperimentConfig(_Strict):
                 exclude[section] = True
         if self.engine == "lightning":  # hashes from before engines existed stay valid
             exclude |= {"engine": True, "nnunet": True}
-        payload = json.dumps(self.model_dump(mode="json", exclude=exclude), sort_keys=True)
+        data = self.model_dump(mode="json", exclude=exclude)
+        for dotted in HASH_NULLED:  # hashed as unset, so a hash from before the field was left out stays valid
+            section, _, key = dotted.partition(".")
+            data[section][key] = None
+        payload = json.dumps(data, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:
@@ -315,6 +321,7 @@ HASH_EXCLUDED: dict[str, str] = {
     "paper": "which write-up a recipe reproduces: a label",
     "published": "scores shown beside ours, not inputs",
     "tune": "the search space of a study, not the settings of one run",
+    "dataset.root": "where the data lives, not what it holds: run.json records the data's content hash",
     "dataset.num_workers": "loader parallelism: speed only (workers are seeded from the run seed)",
     "dataset.cache": "the cache holds the same resized pixels the loader would compute",
     "trainer.logger": "where curves are sent (CSV always, W&B on request)",
@@ -324,6 +331,8 @@ HASH_EXCLUDED: dict[str, str] = {
     "trainer.compile": "torch.compile: speed only",
 }
 
+#: Left out by hashing them as unset (null), so configs that never set them keep their old hash.
+HASH_NULLED = ("dataset.root",)
 
 # ----------------------------------------------------------------------------- loading
 
