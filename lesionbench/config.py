@@ -173,6 +173,9 @@ class TrainerConfig(_Strict):
     wandb_checkpoints: bool = Field(False, description="W&B: upload the best checkpoint as a model artifact")
     channels_last: bool = False
     compile: bool = False
+    checkpoint: Literal["best", "last"] = Field(
+        "best", description="Weights each phase keeps: best on the selection metric (validation), or the last "
+                            "epoch's (write-ups that keep the last epoch, e.g. paper 004)")
 
 
 class PublishedScore(_Strict):
@@ -180,6 +183,7 @@ class PublishedScore(_Strict):
 
     metric: str
     value: float
+    approximate: bool = Field(False, description="The source gives the value as approximate (e.g. '~0.90')")
     source: str
     note: str = ""
 
@@ -302,6 +306,10 @@ class ExperimentConfig(_Strict):
         for dotted in HASH_NULLED:  # hashed as unset, so a hash from before the field was left out stays valid
             section, _, key = dotted.partition(".")
             data[section][key] = None
+        for dotted, default in HASH_DEFAULTS.items():  # a field added later: left out at its default (old hashes hold)
+            section, _, key = dotted.partition(".")
+            if data.get(section, {}).get(key, default) == default:
+                data.get(section, {}).pop(key, None)
         payload = json.dumps(data, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -333,6 +341,10 @@ HASH_EXCLUDED: dict[str, str] = {
 
 #: Left out by hashing them as unset (null), so configs that never set them keep their old hash.
 HASH_NULLED = ("dataset.root",)
+
+#: Fields added after hashes were recorded: hashed only when set to something other than this
+#: default, so every config that leaves them alone keeps its old hash.
+HASH_DEFAULTS: dict[str, Any] = {"trainer.checkpoint": "best"}
 
 # ----------------------------------------------------------------------------- loading
 
@@ -466,6 +478,17 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def absolute_root(data: dict[str, Any]) -> dict[str, Any]:
+    """Make a relative ``dataset.root`` absolute against the current directory (``~`` expanded), so the
+    run folder's config.yaml names the same folder for `evaluate`, `predict` and `status` run from
+    anywhere. The keyword ``synthetic`` (the replica) is kept as written."""
+    dataset = data.get("dataset")
+    root = dataset.get("root") if isinstance(dataset, dict) else None
+    if isinstance(root, str) and root.strip() and root != "synthetic":
+        dataset["root"] = str(Path(root).expanduser().absolute())
+    return data
+
+
 def load_config(
     source: str | Path | dict[str, Any] | None = None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -493,6 +516,7 @@ def load_config(
     apply_overrides(data, list(overrides))
     for key, value in (values or {}).items():
         set_key(data, key, value, what="tune.params")
+    absolute_root(data)
     cfg = parse_config(data, where)
     if not (quick or synthetic):
         return cfg

@@ -52,6 +52,17 @@ class Determinism(BaseModel):
     seed: int = Field(description="the seed given to lightning.seed_everything (workers included)")
 
 
+class CpuInfo(BaseModel):
+    """The CPU a run trained on: with the versions, what decides whether it repeats bit for bit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="CPU model name (/proc/cpuinfo), else the platform's processor")
+    capability: str = Field(description="torch.backends.cpu.get_cpu_capability(): the kernels torch picks, e.g. AVX512")
+    flags: list[str] = Field(default_factory=list, description="vector instruction sets present (avx2, avx512f, ...)")
+    threads: int = Field(ge=1, description="torch.get_num_threads() while training")
+
+
 class RunInfo(_Strict):
     """run.json: where the run stands and where it came from."""
 
@@ -63,11 +74,13 @@ class RunInfo(_Strict):
     seed: int | None = None
     started: str | None = None
     finished: str | None = None
-    data_manifest: str | None = None
+    data_manifest: str | None = Field(None, description="hash of the data files' paths, sizes and times (this folder)")
+    data_content: str | None = Field(None, description="hash of the decoded, resized data the run saw (any folder)")
     versions: dict[str, str] = Field(default_factory=dict)
     git_commit: str | None = None
     device: str | None = None
     platform: str | None = None
+    cpu: CpuInfo | None = None
     best_checkpoint: str | None = Field(None, description="best weights, relative to the run folder")
     error: str | None = None
     resumed: bool = Field(False, description="this result continued earlier sessions' checkpoints")

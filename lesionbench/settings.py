@@ -63,8 +63,9 @@ class Settings(BaseModel):
         return self.local_rank == 0 and self.node_rank == 0
 
     def synthetic_root(self) -> Path:
-        """$LESIONBENCH_SYNTHETIC, else ./data/synthetic (where `make demo` writes the replica)."""
-        return (self.synthetic or Path.cwd() / "data" / "synthetic").expanduser()
+        """$LESIONBENCH_SYNTHETIC, else ./data/synthetic (where `make demo` writes the replica), made
+        absolute against the current directory, so a config loaded here names the same folder anywhere."""
+        return (self.synthetic or Path("data") / "synthetic").expanduser().absolute()
 
     def data_root(self) -> Path:
         """$LESIONBENCH_DATA, or one line saying how to set it."""

@@ -10,52 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from runs import write_failed_run, write_scored_run
-from scipy import stats as sps
 
 from lesionbench.errors import LesionBenchError
 from lesionbench.reporting.leaderboard import collect_runs, write_leaderboard, write_trials_table
 from lesionbench.reporting.plots import read_curves
-from lesionbench.reporting.stats import _RNG_KW, bootstrap_ci, holm, mean_std, wilcoxon_p
+from lesionbench.reporting.stats import mean_ci
 
 PNG = b"\x89PNG\r\n\x1a\n"
-DATA = np.array([0.91, 0.85, 0.78, 0.88, 0.95, 0.60, 0.83, 0.90, 0.72, 0.87, 0.93, 0.81])
-
-
-# ----------------------------------------------------------------------------- stats
-
-def test_bootstrap_ci_matches_scipy_bca_with_fixed_seed():
-    ref = sps.bootstrap((DATA,), np.mean, n_resamples=2000, confidence_level=0.95, method="BCa",
-                        **{_RNG_KW: np.random.default_rng(0)}).confidence_interval
-    low, high = bootstrap_ci(DATA, n_resamples=2000, confidence=0.95, seed=0)
-    assert (low, high) == pytest.approx((ref.low, ref.high), abs=1e-12)
-    assert low < DATA.mean() < high
-    assert bootstrap_ci(DATA, seed=0) == (low, high)  # same seed, same interval
-
-
-def test_bootstrap_ci_edge_cases():
-    assert bootstrap_ci([0.7]) == (0.7, 0.7)  # one image: no spread to resample
-    assert bootstrap_ci([0.5, 0.5, 0.5]) == (0.5, 0.5)  # identical values
-    with pytest.raises(ValueError, match="at least one"):
-        bootstrap_ci([])
-
-
-def test_wilcoxon_matches_scipy_and_hand_values():
-    other = DATA - np.array([0.05, 0.02, -0.01, 0.04, 0.06, 0.03, 0.01, 0.07, -0.02, 0.05, 0.08, 0.09])
-    assert wilcoxon_p(DATA, other) == pytest.approx(sps.wilcoxon(DATA, other).pvalue, abs=1e-15)
-    # 5 positive differences, exact null distribution: P(W=15)+P(W=0) = 2/32
-    assert wilcoxon_p([2, 3, 4, 5, 6], [1, 1, 1, 1, 1]) == pytest.approx(0.0625)
-    assert wilcoxon_p(DATA, DATA) == 1.0  # identical samples: documented p = 1
-    with pytest.raises(ValueError, match="length"):
-        wilcoxon_p([1, 2], [1, 2, 3])
-
-
-def test_holm_and_mean_std_by_hand():
-    # sorted 0.01*3=0.03, 0.03*2=0.06, 0.04*1=0.04 -> monotone 0.03, 0.06, 0.06 (input order restored)
-    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
-    assert holm([]) == []
-    assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
-    assert mean_std([0.8]) == (0.8, 0.0)
 
 
 # ----------------------------------------------------------------------------- fake run folders
@@ -141,6 +102,13 @@ def _rows(section: str) -> list[list[str]]:
     return [[c.strip() for c in line.strip("|").split(" | ")] for line in table]
 
 
+def _cells(section: str) -> list[dict[str, str]]:
+    """The main table's rows as {header: cell}."""
+    lines = ("| Rank |" + section.split("| Rank |")[1].split("\n\n")[0]).splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split(" | ")]
+    return [dict(zip(header, row, strict=True)) for row in _rows(section)]
+
+
 def test_collect_runs_records_broken_and_failed(suite):
     root, _ = suite
     recs = {r.run: r for r in collect_runs(root)}
@@ -159,22 +127,24 @@ def test_leaderboard_tables(suite):
     assert "`lesionbench leaderboard --suite demo`" in md and "do not edit by hand" in md
     assert md.count("| Rank |") == 2 and md.count("## Dataset `") == 2
     for dataset, best, other in [("isic2018", "good", "bad"), ("synthetic", "good", "twin")]:
-        rows = _rows(_section(md, dataset))
+        rows = _cells(_section(md, dataset))
         assert len(rows) == 2
-        assert rows[0][:3] == ["1", f"`{best}`", "2"] and rows[1][1] == f"`{other}`"
+        assert (rows[0]["Rank"], rows[0]["Model"], rows[0]["Seeds"]) == ("1", f"`{best}`", "2")
+        assert rows[1]["Model"] == f"`{other}`"
         seeds = [frames[(dataset, best, s)]["dice"].mean() for s in (0, 1)]
-        assert rows[0][3] == f"{np.mean(seeds):.4f} ± {np.std(seeds, ddof=1):.4f}"
-        avg = (frames[(dataset, best, 0)]["dice"] + frames[(dataset, best, 1)]["dice"]) / 2
-        lo, hi = bootstrap_ci(avg.to_numpy())
-        assert rows[0][4] == f"[{lo:.4f}, {hi:.4f}]"
-        assert rows[0][-1] == "best"
-    isic = _rows(_section(md, "isic2018"))
-    assert isic[1][-1].startswith("* (p=")  # 0.62 vs 0.86 over 16 images: significantly worse
-    assert isic[0][11:16] == ["24.40", "8.20 @64px", "3.5", "512", "10.0 min"]
-    assert isic[0][10] == "dice 0.9"
-    synth = _rows(_section(md, "synthetic"))
-    assert synth[1][11] == "—" and synth[1][10] == "—"
-    assert synth[1][-1].startswith("≈ best (p=")  # symmetric differences: not significant
+        assert rows[0]["Dice"] == f"{np.mean(seeds):.4f} ± {np.std(seeds, ddof=1):.4f}"
+        num = np.stack([frames[(dataset, best, s)]["dice"].to_numpy() for s in (0, 1)])
+        _, lo, hi = mean_ci(num, np.ones_like(num))
+        assert rows[0]["Dice 95% CI"] == f"[{max(lo, 0):.4f}, {min(hi, 1):.4f}]"  # seed and image noise
+        assert rows[0]["vs best"] == "best" and rows[0]["Epochs"] == "—" and rows[0]["Size"] == "64px"
+    isic = _cells(_section(md, "isic2018"))
+    assert isic[1]["vs best"].startswith("* worse (p=")  # 0.62 vs 0.86 with 2 seeds each: significantly worse
+    assert [isic[0][k] for k in ("Params (M)", "GMACs", "ms/image", "Peak mem (MB)", "Train time")] == \
+        ["24.40", "8.20", "3.5", "512", "10.0 min"]
+    assert isic[0]["Published"] == "dice 0.9"
+    synth = _cells(_section(md, "synthetic"))
+    assert synth[1]["Params (M)"] == "—" and synth[1]["Published"] == "—"
+    assert synth[1]["vs best"].startswith("not significant (p=")  # symmetric differences: not significant
 
 
 def test_leaderboard_references_failures_and_plots(suite):
@@ -188,7 +158,7 @@ def test_leaderboard_references_failures_and_plots(suite):
     failed = md.split("## Failed runs")[1]
     assert "| `isic2018-oom-s0` | — | failed | RuntimeError: CUDA out of memory |" in failed
     assert "`isic2018-corrupt-s0`" in failed and "not valid JSON" in failed
-    for rel in ["plots/isic2018_dice.png", "plots/synthetic_curves.png", "isic2018-good-s0/plots/curves.png"]:
+    for rel in ["plots/isic2018_thresholded_jaccard.png", "plots/isic2018_ranks.png", "plots/synthetic_curves.png", "isic2018-good-s0/plots/curves.png"]:
         assert f"]({rel})" in md
         assert (root / rel).read_bytes()[:8] == PNG
 
@@ -228,9 +198,10 @@ def test_single_seed_without_per_image_csv_degrades_gracefully(tmp_path):
     (run / "metrics.json").write_text(json.dumps(m))
     md = write_leaderboard(suite, title="One run", make_plots=False).read_text()
     assert md.startswith("# One run\n") and "![" not in md
-    row = _rows(_section(md, "kvasir-seg"))[0]
-    assert row[3] == f"{m['per_image']['dice']:.4f} ± 0.0000" and row[4] == "—" and row[-1] == "best"
-    assert row[11] == "—" and row[15] == "10.0 min"  # train time falls back to run.json
+    row = _cells(_section(md, "kvasir-seg"))[0]
+    metric = next(k for k in row if k.endswith("(ranks)"))
+    assert row[metric].endswith("(SD n/a)") and "± 0.0000" not in md and row["vs best"] == "best"
+    assert row["Params (M)"] == "—" and row["Train time"] == "10.0 min"  # train time falls back to run.json
     assert "| published | paper 002 ResNet-50 U-Net | dice | not reported |" in md
     assert "per_image.csv missing" in md and "'cost' is not a dict" in md
 
@@ -283,12 +254,14 @@ def test_task2_blank_model_ranks_last(tmp_path):
                               TASK2_ATTRIBUTES)
     md = write_leaderboard(suite, make_plots=False).read_text()
     section = _section(md, "isic2018-task2")
-    rows = _rows(section)
-    assert [r[1] for r in rows] == ["`finds-lesions`", "`blank`"]
+    rows = _cells(section)
+    assert [r["Model"] for r in rows] == ["`finds-lesions`", "`blank`"]
     assert "jaccard_pooled_normalised (ranks)" in section and "Ranked by **jaccard_pooled_normalised**" in section
-    assert rows[1][5] == "0.0000 ± 0.0000" and rows[1][3] > rows[0][3]  # last, although its mean Dice is higher
-    assert rows[1][-1].startswith("* (p=")  # two seeds each: tested, and clearly worse
-    assert (rows[0][7], rows[1][7]) == ("2.00 ± 0.00 [2.00, 2.00]", "5.00 ± 0.00 [5.00, 5.00]")  # HD95 (px) [CI]
+    metric = "jaccard_pooled_normalised (ranks)"
+    assert rows[1][metric] == "0.0000 ± 0.0000" and rows[1]["Dice"] > rows[0]["Dice"]  # last, although its Dice is higher
+    assert rows[1]["vs best"].startswith("* worse (p=")  # two seeds each: tested, and clearly worse
+    hd95 = "HD95 (px) [95% CI]"
+    assert (rows[0][hd95], rows[1][hd95]) == ("2.00 ± 0.00 [2.00, 2.00]", "5.00 ± 0.00 [5.00, 5.00]")
 
 
 def test_single_seed_table_prints_no_significance(tmp_path, suite):
@@ -297,9 +270,9 @@ def test_single_seed_table_prints_no_significance(tmp_path, suite):
         make_run(one, "kvasir-seg", exp, 0)
     md = write_leaderboard(one, make_plots=False).read_text()
     rows = _rows(_section(md, "kvasir-seg"))
-    assert [r[-1] for r in rows] == ["best", "not tested"]
-    assert "single seed: differences not tested" in md and "* (p=" not in md and "≈ best" not in md
-    assert "hierarchical bootstrap" in suite[1]["md"]  # several seeds: the footer names the seed-aware test
+    assert [r[-1] for r in rows] == ["best", "not tested: fewer than two seeds"]
+    assert "needs at least two seeds on both sides" in md and "* worse (" not in md and "not significant" not in md
+    assert "Welch's t-test on per-seed scores" in suite[1]["md"]  # several seeds: the footer names the test
 
 
 def test_bad_run_folders_are_skipped_and_named(tmp_path, caplog):
@@ -338,9 +311,9 @@ def test_published_scores_only_beside_the_unchanged_recipe(tmp_path):
         m["published"] = [{"metric": "dice", "value": 0.9, "source": "paper 000 write-up", "note": ""}]  # a stale copy
         path.write_text(json.dumps(m))
     md = write_leaderboard(root, make_plots=False, recipes=recipes).read_text()
-    row = _rows(_section(md, "isic2018"))[0]
-    assert row[10] == "not comparable: changed dataset.image_size 224→64"
+    row = _cells(_section(md, "isic2018"))[0]
+    assert row["Published"] == "not comparable: changed dataset.image_size 224→64"
     assert "paper 000 write-up" not in md  # nor among the references under the table
     (recipes / "good.yaml").write_text(RECIPE)
     md = write_leaderboard(root, make_plots=False, recipes=recipes).read_text()
-    assert _rows(_section(md, "isic2018"))[0][10] == "dice 0.9"
+    assert _cells(_section(md, "isic2018"))[0]["Published"] == "dice 0.9"

@@ -6,6 +6,10 @@ files, keyed by a manifest hash of the source files (path, byte size, mtime), so
 or replacing any file rebuilds the cache. Writes go to a temporary folder that is renamed
 into place, so an interrupted build never leaves a half cache behind.
 
+Beside the arrays, ``content.sha256`` holds the content hash of what a model sees (ids and
+decoded, resized pixels), computed once when the cache is built: identical data in another
+folder or on another machine has the same content hash, where its manifest hash differs.
+
 Benchmark: ``lesionbench bench`` (its loader section: cached vs uncached, full-size images).
 """
 
@@ -20,6 +24,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +33,11 @@ import numpy as np
 from lesionbench.data.decode import Size, hw, load_pair, size_label
 from lesionbench.data.layouts import Sample
 from lesionbench.errors import LesionBenchError
-from lesionbench.io import umask
+from lesionbench.io import atomic_write_text, umask
 
 CACHE_VERSION = 1
 OWNER = "owner"  # "<host> <pid>" of the process building a temp folder
+CONTENT = "content.sha256"  # the content hash of the cached arrays (content_hash)
 STALE_AFTER_S = 30 * 60  # a temp folder from another host untouched this long is abandoned
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,36 @@ def manifest_hash(samples: list[Sample], extra: str = "") -> str:
             st = p.stat()
             h.update(f"{s.id}|{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
+
+
+def content_hash(ids: list[str], pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> str:
+    """Hash of the ids and each (image, mask) pair's shape and uint8 pixels: what a model sees,
+    wherever the files live and whatever their modification times."""
+    h = hashlib.sha256(f"content-v1:{json.dumps(ids)}".encode())
+    for pair in pairs:
+        for array in pair:
+            array = np.ascontiguousarray(array, dtype=np.uint8)
+            h.update(str(array.shape).encode())
+            h.update(array.data)
+    return h.hexdigest()[:16]
+
+
+def cache_content(folder: Path) -> str:
+    """The content hash stored with a cache when it was built; a cache built before hashes were
+    stored is hashed now and the value stored (where the folder is writable)."""
+    try:
+        value = (Path(folder) / CONTENT).read_text().strip()
+        if len(value) == 16 and all(c in "0123456789abcdef" for c in value):
+            return value
+    except OSError:
+        pass
+    arrays = _open(Path(folder))
+    value = content_hash(arrays.ids, zip(arrays.images, arrays.masks, strict=True))
+    try:
+        atomic_write_text(Path(folder) / CONTENT, value)
+    except OSError:  # a read-only shared cache: hashed again next time
+        pass
+    return value
 
 
 @dataclass
@@ -171,8 +207,10 @@ def build_cache(samples: list[Sample], size: Size, threshold: int, cache_dir: Pa
             images[i], masks[i] = load_pair(s, threshold, size)
         images.flush()
         masks.flush()
+        ids = [s.id for s in samples]
+        (tmp / CONTENT).write_text(content_hash(ids, zip(images, masks, strict=True)))
         del images, masks
-        (tmp / "ids.json").write_text(json.dumps([s.id for s in samples]))
+        (tmp / "ids.json").write_text(json.dumps(ids))
         (tmp / OWNER).unlink()
         try:
             os.replace(tmp, folder)

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from lesionbench.config import DatasetConfig, ExperimentConfig
 from lesionbench.data import leakage, synthetic
-from lesionbench.data.cache import _open, build_cache, manifest_hash
+from lesionbench.data.cache import _open, build_cache, cache_content, content_hash, manifest_hash
 from lesionbench.data.checks import check_pairs, ensure_checked
 from lesionbench.data.decode import Size, load_mask, load_pair
 from lesionbench.data.layouts import Layout, Sample, get_layout, locate, scan
@@ -140,6 +140,21 @@ class SegmentationDataModule(L.LightningDataModule):
     def manifest_hash(self) -> str:
         """One hash over the files and the split of every part: changes when any input changes."""
         return hashlib.sha256("|".join(manifest_hash(self._part(p), p) for p in PARTS).encode()).hexdigest()[:16]
+
+    @property
+    def content_hash(self) -> str:
+        """One hash over what the model sees in every part (ids and decoded, resized pixels):
+        read from the caches, where it was stored when they were built; the same for the same
+        data in any folder or on any machine."""
+        parts = "|".join(f"{p}:{self._part_content(p)}" for p in PARTS)
+        return hashlib.sha256(parts.encode()).hexdigest()[:16]
+
+    def _part_content(self, part: str) -> str:
+        dataset = self._datasets[part] if self._datasets else None
+        if dataset is not None and dataset.cache is not None:
+            return cache_content(dataset.cache)
+        samples, size, threshold = self._part(part), self.cfg.image_size, self.layout.mask_threshold
+        return content_hash([s.id for s in samples], (load_pair(s, threshold, size) for s in samples))
 
     def _part(self, part: str) -> list[Sample]:
         if not self.parts:

@@ -1,8 +1,9 @@
 """The numbers of one leaderboard table: experiments aggregated over seeds, ranked by the dataset's
-primary metric, with bootstrap CIs over test images and a seed-aware test against the best.
+primary metric, with intervals that count seed and image noise, an all-pairs test between seeds'
+scores, and the ranking's stability under resampling (see stats.py for each method and why).
 
 The primary metric is recomputed from each image's counts in per_image.csv (so a pooled metric
-gets its own bootstrap); runs written before the counts were stored fall back to the per-image
+gets its own interval); runs written before the counts were stored fall back to the per-image
 column of a mean metric (dice, iou).
 """
 
@@ -15,34 +16,52 @@ import numpy as np
 import pandas as pd
 
 from lesionbench.data.layouts import LAYOUTS
-from lesionbench.reporting.markdown import MISSING
 from lesionbench.reporting.runs import RunRecord
-from lesionbench.reporting.stats import bootstrap_ci, holm, mean_std, ratio_bootstrap_ci, seed_aware_p
+from lesionbench.reporting.stats import (
+    detectable_difference,
+    mean_ci,
+    mean_std,
+    median_kendall_tau,
+    pairwise_holm,
+    rank_bootstrap,
+)
+from lesionbench.suitefolder import Interval
 from lesionbench.training.challenge import PRIMARY, PrimaryMetric, primary_metric, ratio
 from lesionbench.training.metrics import JACCARD_THRESHOLD, stats_from_rows
 
 METRICS = [("dice", "Dice"), ("iou", "IoU"), ("thresholded_jaccard", "Thr. Jaccard"),
            ("precision", "Precision"), ("recall", "Recall")]
 BOUNDARY = [("hd95", "HD95 (px)"), ("assd", "ASSD (px)")]
-ALPHA, N_RESAMPLES, CONFIDENCE, CI_SEED = 0.05, 2000, 0.95, 0
+ALPHA, CONFIDENCE, POWER, RANK_RESAMPLES, RANK_SEED = 0.05, 0.95, 0.8, 1000, 0
 _COLUMN = {"dice": "dice", "jaccard": "iou", "thresholded_jaccard": "iou"}  # fallback: per-image column
 _MEAN_KEY = {"dice": "dice", "jaccard": "iou", "thresholded_jaccard": "thresholded_jaccard"}  # metrics.json
 
 
 @dataclass
 class Entry:
-    """One experiment on one dataset, aggregated over its seeds."""
+    """One experiment on one dataset, aggregated over its seeds, with its verdict once ranked."""
 
     experiment: str
     runs: list[RunRecord]
     stats: dict[str, tuple[float, float] | None] = field(default_factory=dict)  # mean ± std over seeds
-    cis: dict[str, tuple[float, float] | None] = field(default_factory=dict)  # over test images
+    intervals: dict[str, Interval | None] = field(default_factory=dict)  # primary, dice, iou, hd95, assd
     terms: dict[str, tuple[pd.Series, pd.Series]] = field(default_factory=dict)  # run -> primary (num, den)
-    verdict: str = MISSING
+    seed_scores: list[float] = field(default_factory=list)  # the primary metric of each seed
+    verdict: str = "not_tested"
+    reason: str | None = None
+    p_values: dict[str, float | None] = field(default_factory=dict)
+    rank_probabilities: list[float] = field(default_factory=list)
 
-    @property
-    def ci(self) -> tuple[float, float] | None:
-        return self.cis.get("dice")
+
+@dataclass
+class TableStats:
+    """What a whole table's verdicts rest on (its footer)."""
+
+    comparisons: int = 0
+    detectable: float | None = None
+    detectable_note: str = ""
+    kendall_tau: float | None = None
+    rank_resamples: int = 0
 
 
 def metric_for(dataset: str) -> PrimaryMetric:
@@ -98,6 +117,22 @@ def _wide(series: list[pd.Series], experiment: str, notes: list[str]) -> pd.Data
     return complete if len(complete) else None
 
 
+def _interval(stat: tuple[float, float] | None, num: pd.DataFrame | None, den: pd.DataFrame | None,
+              bounds: tuple[float, float] = (0.0, 1.0)) -> Interval | None:
+    """Mean ± SD over seeds and the interval of stats.mean_ci (seeds × images), clipped to the metric's range."""
+    if stat is None:
+        return None
+    n_seeds = 0 if num is None else num.shape[1]
+    iv = Interval(mean=stat[0], std=stat[1] if n_seeds > 1 else None)
+    if num is None or den is None or not np.all(np.isfinite(num.to_numpy(float))):
+        return iv
+    _, low, high = mean_ci(num.to_numpy(float).T, den.to_numpy(float).T, CONFIDENCE)
+    lo_bound, hi_bound = bounds
+    iv.low, iv.high = float(max(low, lo_bound)), float(min(high, hi_bound))  # the true mean lies in the range
+    iv.includes = "seeds and images" if n_seeds > 1 else "images only"
+    return iv
+
+
 def build_entry(experiment: str, runs: list[RunRecord], metric: PrimaryMetric, notes: list[str]) -> Entry:
     e = Entry(experiment, sorted(runs, key=lambda r: (r.seed is None, r.seed or 0, r.run)))
     for key, _ in METRICS + BOUNDARY:
@@ -107,49 +142,89 @@ def build_entry(experiment: str, runs: list[RunRecord], metric: PrimaryMetric, n
     for r in e.runs:
         if (t := primary_terms(r, metric)) is not None:
             e.terms[r.run] = t
-    e.stats["primary"] = _agg([_seed_primary(r, metric, e.terms.get(r.run)) for r in e.runs])
-    for key, _ in [("dice", ""), *BOUNDARY]:
+    e.seed_scores = [v for v in (_seed_primary(r, metric, e.terms.get(r.run)) for r in e.runs) if v is not None]
+    e.stats["primary"] = mean_std(e.seed_scores) if e.seed_scores else None
+    for key in ("dice", "iou", *[k for k, _ in BOUNDARY]):
         wide = _wide([r.per_image[key].astype(float).rename(r.run) for r in e.runs
                       if r.per_image is not None and key in r.per_image], experiment, notes if key == "dice" else [])
-        e.cis[key] = None if wide is None else bootstrap_ci(wide.mean(axis=1).to_numpy(), N_RESAMPLES,
-                                                            CONFIDENCE, CI_SEED)
+        bounds = (0.0, np.inf) if key in dict(BOUNDARY) else (0.0, 1.0)
+        e.intervals[key] = _interval(e.stats[key], wide, None if wide is None else wide * 0 + 1, bounds)
     num = _wide([t[0].rename(run) for run, t in e.terms.items()], experiment, [])
     den = _wide([t[1].rename(run) for run, t in e.terms.items()], experiment, [])
-    e.cis["primary"] = None if num is None or den is None else ratio_bootstrap_ci(
-        num.mean(axis=1).to_numpy(), den.mean(axis=1).to_numpy(), N_RESAMPLES, CONFIDENCE, CI_SEED)
+    e.intervals["primary"] = _interval(e.stats["primary"], num, den)
     return e
 
 
-def _seeds_by_images(e: Entry, ids: pd.Index) -> tuple[np.ndarray, np.ndarray]:
-    """(num, den) as seeds × images over ``ids``."""
-    return (np.stack([t[0].loc[ids].to_numpy(float) for t in e.terms.values()]),
-            np.stack([t[1].loc[ids].to_numpy(float) for t in e.terms.values()]))
+def _test_ids(e: Entry) -> frozenset[str] | None:
+    """The test images every seed of ``e`` was scored on (None without per_image.csv)."""
+    ids = [frozenset(num.index) for num, _ in e.terms.values()]
+    return frozenset.intersection(*ids) if ids else None
 
 
-def rank(entries: list[Entry]) -> tuple[int, bool]:
-    """Sort by the primary metric (seed mean), mark each entry against the best with a seed-aware test.
+def rank(entries: list[Entry]) -> TableStats:
+    """Sort by the primary metric (seed mean) and give every entry its verdict against rank 1.
 
-    Returns (number of comparisons, whether any entry had several seeds). A pair is tested only when
-    both sides have at least two seeds with per_image.csv: a per-image test on one training run
-    mistakes training noise for a difference.
+    Every pair of models with at least two seeds on the same test images is tested (stats.pairwise_holm);
+    a model is "significantly worse" when its Holm-adjusted p against rank 1 is below ALPHA.
     """
     entries.sort(key=lambda e: (-(e.stats["primary"] or (-np.inf, 0))[0], -(e.stats["dice"] or (-np.inf, 0))[0]))
+    table = TableStats()
+    if not entries:
+        return table
     best = entries[0]
-    best.verdict = "best"
-    pairs = []
+    best.verdict, best.reason = "best", None
+    testable = [e for e in entries if len(e.seed_scores) >= 2 and _test_ids(e) in (None, _test_ids(best))]
     for e in entries[1:]:
-        ids = _common_ids(best).intersection(_common_ids(e))
-        if len(best.terms) < 2 or len(e.terms) < 2 or not len(ids):
-            e.verdict = "not tested"
-            continue
-        pairs.append((e, seed_aware_p(_seeds_by_images(best, ids), _seeds_by_images(e, ids), N_RESAMPLES, CI_SEED)))
-    for (e, _), p in zip(pairs, holm([p for _, p in pairs]), strict=True):
-        e.verdict = f"≈ best (p={p:.2g})" if p >= ALPHA else f"* (p={p:.2g})"
-    return len(pairs), any(len(e.runs) > 1 for e in entries)
+        if e not in testable or best not in testable:
+            e.verdict = "not_tested"
+            e.reason = ("fewer than two seeds" if len(e.seed_scores) < 2 or len(best.seed_scores) < 2
+                        else "scored on other test images than rank 1")
+    if best in testable and len(testable) > 1:
+        _test(testable, table)
+    _rank_stability(entries, table)
+    return table
 
 
-def _common_ids(e: Entry) -> pd.Index:
-    ids: pd.Index | None = None
-    for num, _ in e.terms.values():
-        ids = num.index if ids is None else ids.intersection(num.index)
-    return ids if ids is not None else pd.Index([])
+def _test(testable: list[Entry], table: TableStats) -> None:
+    n = max(len(e.seed_scores) for e in testable)
+    scores = np.full((len(testable), n), np.nan)
+    for i, e in enumerate(testable):
+        scores[i, : len(e.seed_scores)] = e.seed_scores
+    adjusted = pairwise_holm(scores)
+    table.comparisons = len(testable) * (len(testable) - 1) // 2
+    for i, e in enumerate(testable):
+        e.p_values = {o.experiment: float(adjusted[i, j]) for j, o in enumerate(testable) if j != i}
+    best = testable[0]
+    for i, e in enumerate(testable[1:], 1):
+        p = float(adjusted[0, i])
+        worse = p < ALPHA and np.mean(e.seed_scores) < np.mean(best.seed_scores)
+        e.verdict = "significantly_worse" if worse else "not_significant"
+        e.reason = f"p={p:.2g}, {len(e.seed_scores)} vs {len(best.seed_scores)} seeds"
+    sds = [np.var(e.seed_scores, ddof=1) for e in testable]
+    sd = float(np.sqrt(np.mean(sds)))
+    seeds = sorted(len(e.seed_scores) for e in testable)[len(testable) // 2]
+    factor = detectable_difference(seeds, seeds, ALPHA / table.comparisons, POWER)
+    table.detectable = sd * factor
+    table.detectable_note = (f"{seeds} vs {seeds} seeds, seed-to-seed SD {sd:.4f} (pooled over the tested rows), "
+                             f"alpha {ALPHA}/{table.comparisons} (Holm's strictest step): {factor:.1f} SDs; "
+                             f"with 5 seeds each: {sd * detectable_difference(5, 5, ALPHA / table.comparisons, POWER):.4f}")
+
+
+def _rank_stability(entries: list[Entry], table: TableStats) -> None:
+    """P(rank = r) for every entry from the bootstrap over seeds and images, and the median Kendall tau."""
+    ids = None
+    for e in entries:
+        t = _test_ids(e)
+        ids = t if ids is None else (ids & t if t is not None else ids)
+    usable = [e for e in entries if e.terms and ids]
+    if len(usable) < 2 or len(usable) < len(entries):
+        return
+    order = sorted(ids)
+    terms = [(np.stack([num.loc[order].to_numpy(float) for num, _ in e.terms.values()]),
+              np.stack([den.loc[order].to_numpy(float) for _, den in e.terms.values()])) for e in usable]
+    ranks = rank_bootstrap(terms, RANK_RESAMPLES, RANK_SEED)
+    k = len(usable)
+    for i, e in enumerate(usable):
+        e.rank_probabilities = [float(np.mean(ranks[:, i] == r)) for r in range(1, k + 1)]
+    table.kendall_tau = median_kendall_tau(list(range(1, k + 1)), ranks)
+    table.rank_resamples = RANK_RESAMPLES

@@ -24,19 +24,21 @@ from lesionbench.reporting import generalisation, plots
 from lesionbench.reporting.compare import (
     ALPHA,
     BOUNDARY,
-    CI_SEED,
+    CONFIDENCE,
     METRICS,
-    N_RESAMPLES,
+    POWER,
     Entry,
+    TableStats,
     build_entry,
     metric_for,
     rank,
 )
-from lesionbench.reporting.markdown import MISSING, duration, esc, mean_of, param, pm, table
+from lesionbench.reporting.markdown import MISSING, duration, esc, param, pm, table
 from lesionbench.reporting.references import DATASET_REFERENCES, NOT_COMPARABLE, recipe_published
 from lesionbench.reporting.runs import RunRecord, collect_runs, error_line
-from lesionbench.reporting.stats import CI_METHOD, SEED_TEST
+from lesionbench.reporting.stats import MEAN_CI, SEED_TEST, SEED_TEST_WHY
 from lesionbench.studies.suite import experiments_dir
+from lesionbench.suitefolder import Costs, DatasetVerdicts, Interval, LeaderboardVerdicts, ModelVerdict, write_verdicts
 
 __all__ = ["RunRecord", "collect_runs", "write_leaderboard", "write_trials_table"]
 
@@ -45,10 +47,6 @@ log = logging.getLogger(__name__)
 UNSUPPORTED = {"isic2018-task2": "nnU-Net (engine: nnunet) is not run on the five overlapping attribute masks: "
                                  "the engine trains binary datasets only (nnU-Net's region-based training is not wired in)"}
 EXTRA = METRICS[2:]  # thresholded Jaccard, precision, recall: the second table
-
-
-def _ci(ci: tuple[float, float] | None, digits: int = 4) -> str:
-    return MISSING if ci is None else f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
 def _value(v: Any) -> str:
@@ -79,20 +77,83 @@ class _Published:
         return esc("; ".join(f"{p.metric} {_value(p.value)}" for p in scores))
 
 
-def _row(rank_: int, e: Entry, published: _Published) -> list[str]:
+def _num(v: Any, digits: int = 4) -> str:
+    return MISSING if v is None else f"{v:.{digits}f}"
+
+
+def _iv(iv: Interval | None, digits: int = 4) -> tuple[str, str]:
+    """("mean ± SD", "[low, high]") cells; one seed has no SD ("n/a"), never "± 0"."""
+    if iv is None:
+        return MISSING, MISSING
+    spread = f"{iv.mean:.{digits}f} ± {iv.std:.{digits}f}" if iv.std is not None else f"{iv.mean:.{digits}f} (SD n/a)"
+    ci = MISSING if iv.low is None else f"[{iv.low:.{digits}f}, {iv.high:.{digits}f}]"
+    return spread, ci + (" (images only)" if iv.includes == "images only" else "")
+
+
+def _verdict_cell(m: ModelVerdict) -> str:
+    if m.verdict == "best":
+        return "best"
+    if m.verdict == "significantly_worse":
+        return f"* worse ({m.reason})"
+    if m.verdict == "not_significant":
+        return f"not significant ({m.reason})"
+    return f"not tested: {m.reason or 'no test'}"
+
+
+def _row(m: ModelVerdict, show_dice: bool) -> list[str]:
+    c = m.costs
+    size = MISSING if m.image_size is None else size_label(m.image_size)
+    dice = list(_iv(m.dice)) if show_dice else []
+    boundary = [" ".join(_iv(getattr(m, k), 2)) for k, _ in BOUNDARY]
+    gmacs = _num(c.gmacs, 2)
+    return [str(m.rank), f"`{esc(m.experiment)}`", esc(m.weights or MISSING), missing_int(m.epochs), size,
+            str(len(m.seeds)), *_iv(m.primary), _num(m.p_rank1, 2), *dice, *boundary,
+            _iv(m.iou)[0], esc(m.published or MISSING), _num(c.params_m, 2), gmacs,
+            _num(c.ms_per_image, 1), _num(c.peak_mem_mb, 0), _count(c.images_seen),
+            duration([c.train_time_s]), _verdict_cell(m)]
+
+
+def missing_int(v: int | None) -> str:
+    return MISSING if v is None else str(v)
+
+
+def _count(v: float | None) -> str:
+    return MISSING if v is None else f"{v:,.0f}"
+
+
+def _costs(e: Entry) -> Costs:
     cost = [r.metrics.cost if r.metrics else {} for r in e.runs]
-    size = next((r.image_size for r in e.runs if r.image_size), None)
-    flops = mean_of([c.get("flops") for c in cost], 1e9)
-    boundary = [MISSING if e.stats[k] is None else f"{pm(e.stats[k], 2)} {_ci(e.cis.get(k), 2)}" for k, _ in BOUNDARY]
-    return [str(rank_), f"`{esc(e.experiment)}`", str(len(e.runs)), pm(e.stats["dice"]), _ci(e.ci),
-            pm(e.stats["primary"]), _ci(e.cis.get("primary")), *boundary, pm(e.stats["iou"]),
-            published.cell(e), mean_of([c.get("params") for c in cost], 1e6),
-            flops if flops == MISSING or not size else f"{flops} @{size_label(size)}",
-            mean_of([c.get("ms_per_image") for c in cost], fmt="{:.1f}"),
-            mean_of([c.get("peak_mem_mb") for c in cost], fmt="{:.0f}"),
-            duration([c.get("train_time_s", r.info.train_time_s if r.info else None)
-                      for c, r in zip(cost, e.runs, strict=True)]),
-            e.verdict]
+
+    def avg(key: str, scale: float = 1.0) -> float | None:
+        vals = [float(v) for v in (c.get(key) for c in cost) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        return float(np.mean(vals)) / scale if vals else None
+
+    train = [c.get("train_time_s", r.info.train_time_s if r.info else None) for c, r in zip(cost, e.runs, strict=True)]
+    train = [float(t) for t in train if isinstance(t, (int, float))]
+    devices = sorted({r.info.device for r in e.runs if r.info and r.info.device})
+    return Costs(params_m=avg("params", 1e6), gmacs=avg("flops", 1e9), ms_per_image=avg("ms_per_image"),
+                 peak_mem_mb=avg("peak_mem_mb"), train_time_s=float(np.mean(train)) if train else None,
+                 measured_on="; ".join(devices) or None, images_seen=avg("images_seen"))
+
+
+def _verdicts(dataset: str, entries: list[Entry], stats: TableStats, published: _Published) -> DatasetVerdicts:
+    metric = metric_for(dataset)
+    models = []
+    for i, e in enumerate(entries, 1):
+        first = e.runs[0]
+        models.append(ModelVerdict(
+            experiment=e.experiment, model=first.model, weights=first.weights, epochs=first.epochs,
+            image_size=first.image_size, seeds=[r.seed for r in e.runs], seed_scores=e.seed_scores,
+            primary=e.intervals.get("primary"), dice=e.intervals.get("dice"), iou=e.intervals.get("iou"),
+            hd95=e.intervals.get("hd95"), assd=e.intervals.get("assd"), rank=i,
+            rank_probabilities=e.rank_probabilities, p_rank1=e.rank_probabilities[0] if e.rank_probabilities else None,
+            p_values=e.p_values, verdict=e.verdict,  # type: ignore[arg-type]
+            significantly_worse=None if e.verdict in ("not_tested", "best") else e.verdict == "significantly_worse",
+            reason=e.reason, published=published.cell(e), costs=_costs(e)))
+    return DatasetVerdicts(dataset=dataset, metric=metric.name, metric_definition=metric.definition, test=SEED_TEST,
+                           test_why=SEED_TEST_WHY, interval=MEAN_CI, alpha=ALPHA, comparisons=stats.comparisons,
+                           detectable_difference=stats.detectable, detectable_note=stats.detectable_note,
+                           rank_resamples=stats.rank_resamples, kendall_tau_median=stats.kendall_tau, models=models)
 
 
 def _references(dataset: str, entries: list[Entry], published: _Published) -> list[str]:
@@ -112,22 +173,38 @@ def _references(dataset: str, entries: list[Entry], published: _Published) -> li
             + table(rows, ["", "Source", "Metric", "Value", "Definition", "Split / note"]) + [""])
 
 
-def _footer(metric_name: str, definition: str, k: int, multi_seed: bool) -> str:
-    tests = (f"vs best: {SEED_TEST}, {N_RESAMPLES} resamples, seed {CI_SEED}, on {metric_name} against rank 1, "
-             f"Holm-corrected over {k} comparison(s); ≈ best = not significant at {ALPHA}, * = significantly "
-             "worse; not tested = fewer than two seeds with per_image.csv on one side."
-             if multi_seed else "vs best: single seed: differences not tested.")
-    return (f"Ranked by **{metric_name}**: {definition}. Metrics: mean ± std over seeds (sample std, ddof=1; "
-            f"0 for one seed). 95% CIs: {CI_METHOD} bootstrap (scipy.stats.bootstrap, {N_RESAMPLES} resamples, "
-            f"seed {CI_SEED}) over the test images, each image's value averaged across seeds (a pooled metric "
-            f"resamples each image's counts and recomputes the pooled value). {tests} HD95 / ASSD: 95th-percentile "
-            "Hausdorff and average symmetric surface distance in pixels at the ground truth's size (lower is "
-            "better; both masks empty 0, one empty the image diagonal). Costs are means over seeds; GMACs = "
-            "multiply-accumulates of one forward pass (fvcore) at the recipe's resolution.")
+def _footer(dv: DatasetVerdicts) -> list[str]:
+    level = f"{CONFIDENCE:.0%}"
+    if dv.comparisons:
+        power = (f"With these seeds the test detects a true difference of {dv.detectable_difference:.4f} in "
+                 f"{dv.metric} {POWER:.0%} of the time ({dv.detectable_note}); smaller gaps are reported as not "
+                 "significant, which is not evidence that the models are equal.")
+        tests = (f"**vs best:** {dv.test}, {dv.comparisons} comparison(s); * = significantly worse than rank 1 "
+                 f"at family-wise alpha {dv.alpha}. Why this test: {dv.test_why}. {power}")
+    else:
+        tests = ("**vs best:** not tested: a significance test needs at least two seeds on both sides (one run "
+                 "cannot separate a model from its training noise).")
+    stability = ("" if dv.kendall_tau_median is None else
+                 f"**Rank stability:** P(rank 1) and the rank plot come from {dv.rank_resamples} bootstrap "
+                 f"leaderboards (test images resampled for all models at once, each model's seeds resampled); "
+                 f"median Kendall tau between this ranking and the resampled ones: {dv.kendall_tau_median:.2f} "
+                 "(1 = the order never changes).")
+    return [f"Ranked by **{dv.metric}**: {dv.metric_definition}. Mean ± SD over seeds (sample SD; 'SD n/a' for "
+            f"one seed). **{level} CI** of the mean: {dv.interval}; with one seed only image noise is counted "
+            "(marked 'images only').", "", tests, ""] + ([stability, ""] if stability else []) + [
+            "HD95 / ASSD: 95th-percentile Hausdorff and average symmetric surface distance in pixels at the ground "
+            "truth's size (lower is better; both masks empty 0, one empty the image diagonal). Costs are means "
+            "over seeds; GMACs = multiply-accumulates of one forward pass (fvcore) at the recipe's resolution; "
+            "images seen = training images drawn over all epochs; train time on "
+            f"{'; '.join(sorted({m.costs.measured_on for m in dv.models if m.costs.measured_on})) or 'an unrecorded device'}"
+            ", wall clock, whatever else the machine was running.", ""]
 
 
 def _extra(entries: list[Entry]) -> list[str]:
-    rows = [[f"`{esc(e.experiment)}`", *[pm(e.stats[k]) for k, _ in EXTRA]] for e in entries]
+    def cell(stat: tuple[float, float] | None, seeds: int) -> str:
+        return pm(stat) if stat is None or seeds > 1 else f"{stat[0]:.4f} (SD n/a)"
+
+    rows = [[f"`{esc(e.experiment)}`", *[cell(e.stats[k], len(e.runs)) for k, _ in EXTRA]] for e in entries]
     header = ["Model", *[n for _, n in EXTRA]]
     return ["More overlap metrics (mean ± std over seeds):", ""] + table(rows, header) + [""]
 
@@ -159,17 +236,19 @@ def _per_attribute(entries: list[Entry]) -> list[str]:
 
 
 def _dataset_section(dataset: str, runs: list[RunRecord], suite: Path, notes: list[str], make_plots: bool,
-                     recipes: Path | None) -> list[str]:
+                     recipes: Path | None) -> tuple[list[str], DatasetVerdicts]:
+    """One dataset's table: the verdicts are computed into the typed model first, the markdown rendered from it."""
     metric = metric_for(dataset)
     by_exp: dict[str, list[RunRecord]] = defaultdict(list)
     for r in runs:
         by_exp[r.experiment or r.run].append(r)
     entries = [build_entry(x, rs, metric, notes) for x, rs in sorted(by_exp.items())]
-    k, multi_seed = rank(entries)
-    published = _Published(dataset, recipes)
-    header = ["Rank", "Model", "Seeds", "Dice", "Dice 95% CI", f"{metric.name} (ranks)", f"{metric.name} 95% CI",
+    dv = _verdicts(dataset, entries, rank(entries), _Published(dataset, recipes))
+    show_dice = metric.name != "dice"
+    header = ["Rank", "Model", "Weights", "Epochs", "Size", "Seeds", f"{metric.name} (ranks)",
+              f"{metric.name} 95% CI", "P(rank 1)", *(["Dice", "Dice 95% CI"] if show_dice else []),
               *[f"{n} [95% CI]" for _, n in BOUNDARY], "IoU", "Published", "Params (M)", "GMACs", "ms/image",
-              "Peak mem (MB)", "Train time", "vs best"]
+              "Peak mem (MB)", "Images seen", "Train time", "vs best"]
     out = [f"## Dataset `{dataset}`", ""]
     if dataset in NOT_COMPARABLE:
         out += [f"> **Note:** `{dataset}` is {NOT_COMPARABLE[dataset]}.", ""]
@@ -177,26 +256,35 @@ def _dataset_section(dataset: str, runs: list[RunRecord], suite: Path, notes: li
         out += [f"> **Unsupported:** {UNSUPPORTED[dataset]}.", ""]
     if dataset not in LAYOUTS:
         notes.append(f"{dataset}: not a dataset this version knows; ranked by mean Dice")
-    out += table([_row(i, e, published) for i, e in enumerate(entries, 1)], header)
-    out += ["", _footer(metric.name, metric.definition, k, multi_seed), ""]
+    out += table([_row(m, show_dice) for m in dv.models], header)
+    out += ["", *_footer(dv)]
     out += _extra(entries)
     out += _per_attribute(entries)
-    out += _references(dataset, entries, published)
+    out += _references(dataset, entries, _Published(dataset, recipes))
     if make_plots:
-        out += _plots(dataset, entries, suite, notes)
-    return out
+        out += _plots(dv, entries, suite, notes)
+    return out, dv
 
 
-def _plots(dataset: str, entries: list[Entry], suite: Path, notes: list[str]) -> list[str]:
+def _plots(dv: DatasetVerdicts, entries: list[Entry], suite: Path, notes: list[str]) -> list[str]:
     """Draw this dataset's figures; a plotting failure becomes a note, never a lost leaderboard."""
     out: list[str] = []
+    dataset = dv.dataset
     try:
-        ok = [e for e in entries if e.stats["dice"]]
-        lo = [e.ci[0] if e.ci else np.nan for e in ok]
-        hi = [e.ci[1] if e.ci else np.nan for e in ok]
-        bars = plots.plot_metric_bars([e.experiment for e in ok], [e.stats["dice"][0] for e in ok], lo, hi,
-                                      suite / "plots" / f"{dataset}_dice.png", title=dataset)
-        out.append(f"![Dice per model, {dataset}]({bars.relative_to(suite).as_posix()})")
+        rows = [m for m in dv.models if m.primary is not None]
+        if rows:
+            bars = plots.plot_metric_bars([m.experiment for m in rows], [m.primary.mean for m in rows],
+                                          [m.primary.low if m.primary.low is not None else np.nan for m in rows],
+                                          [m.primary.high if m.primary.high is not None else np.nan for m in rows],
+                                          suite / "plots" / f"{dataset}_{dv.metric}.png", title=dataset,
+                                          ylabel=dv.metric, seeds=[m.seed_scores for m in rows])
+            out.append(f"![{dv.metric} per model, {dataset}]({bars.relative_to(suite).as_posix()})")
+        ranked = [m for m in dv.models if m.rank_probabilities]
+        if ranked:
+            blob = plots.plot_rank_blobs([m.experiment for m in ranked], [m.rank_probabilities for m in ranked],
+                                         suite / "plots" / f"{dataset}_ranks.png",
+                                         title=f"{dataset}: rank over {dv.rank_resamples} bootstrap leaderboards")
+            out.append(f"![rank distribution, {dataset}]({blob.relative_to(suite).as_posix()})")
         runs = {r.run: r.path for e in entries for r in e.runs}
         overlay = plots.plot_overlay(runs, suite / "plots" / f"{dataset}_curves.png", title=f"{dataset}: val/dice")
         if overlay:
@@ -250,8 +338,12 @@ def write_leaderboard(suite_dir: str | Path, title: str | None = None, make_plot
         by_ds[str(r.dataset)].append(r)
     if not by_ds:
         lines += ["_No finished runs yet._", ""]
+    verdicts = LeaderboardVerdicts(suite=suite.name)
     for ds in sorted(by_ds):
-        lines += _dataset_section(ds, by_ds[ds], suite, notes, make_plots, recipes)
+        section, dv = _dataset_section(ds, by_ds[ds], suite, notes, make_plots, recipes)
+        lines += section
+        verdicts.datasets.append(dv)
+    write_verdicts(suite, verdicts)
     lines += generalisation.section(suite, make_plots)
     if bad:
         lines += ["## Failed runs", ""]

@@ -29,20 +29,46 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def plot_metric_bars(labels: Sequence[str], means: Sequence[float], lows: Sequence[float],
-                     highs: Sequence[float], out_path: Path, title: str = "", ylabel: str = "Dice") -> Path:
-    """Horizontal bars of the mean with asymmetric CI whiskers, best at the top."""
+                     highs: Sequence[float], out_path: Path, title: str = "", ylabel: str = "Dice",
+                     seeds: Sequence[Sequence[float]] | None = None) -> Path:
+    """Horizontal bars of the mean (the ranking metric), best at the top, each seed's score as a dot and the
+    interval of the mean (seed and image noise) as whiskers."""
     m = np.asarray(means, float)
     lo = np.nan_to_num(m - np.asarray(lows, float), nan=0.0).clip(min=0)
     hi = np.nan_to_num(np.asarray(highs, float) - m, nan=0.0).clip(min=0)
     fig = Figure(figsize=(7, 0.5 * len(labels) + 1.5), layout="constrained")
     ax = fig.add_subplot()
     y = np.arange(len(labels))[::-1]
-    ax.barh(y, m, xerr=np.vstack([lo, hi]), color="#4C72B0", capsize=4, ecolor="black")
+    ax.barh(y, m, xerr=np.vstack([lo, hi]), color="#4C72B0", alpha=0.75, capsize=4, ecolor="black")
+    for yi, dots in zip(y, seeds or [], strict=False):
+        ax.plot(list(dots), [yi] * len(dots), "o", color="#DD8452", markeredgecolor="black", markersize=5, zorder=3)
     ax.set_yticks(y, labels=list(labels))
     ax.set_xlim(0, 1)
-    ax.set_xlabel(f"{ylabel} (mean over seeds; whiskers: 95% bootstrap CI over test images)")
+    ax.set_xlabel(f"{ylabel} (bar: mean over seeds; dots: each seed; whiskers: 95% CI, seeds and images)")
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
+    return _save(fig, out_path)
+
+
+def plot_rank_blobs(labels: Sequence[str], probabilities: Sequence[Sequence[float]], out_path: Path,
+                    title: str = "") -> Path:
+    """challengeR's blob plot: x = model (leaderboard order), y = rank, area = how often the bootstrap
+    gave the model that rank; a cross marks the median rank."""
+    p = np.asarray(probabilities, float)
+    k = p.shape[1]
+    fig = Figure(figsize=(max(5.0, 0.7 * len(labels) + 2), 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for x, row in enumerate(p):
+        ranks = np.nonzero(row > 0)[0]
+        ax.scatter(np.full(ranks.size, x), ranks + 1, s=600 * row[ranks], color="#4C72B0", alpha=0.7)
+        median = int(np.searchsorted(np.cumsum(row), 0.5)) + 1
+        ax.plot([x], [median], "x", color="black", markersize=8)
+    ax.set_xticks(range(len(labels)), labels=list(labels), rotation=45, ha="right")
+    ax.set_yticks(range(1, k + 1))
+    ax.set_ylim(k + 0.5, 0.5)
+    ax.set_ylabel("rank (1 = best)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
     return _save(fig, out_path)
 
 

@@ -47,6 +47,8 @@ class RunRecord:
     model: str | None = None
     seed: int | None = None
     image_size: int | tuple[int, int] | None = None  # the recipe's resolution, S or (H, W) (FLOPs are counted at it)
+    weights: str | None = None  # model.options.weights as configured (None: the option is not set)
+    epochs: int | None = None  # trainer.epochs
     info: RunInfo | None = None  # run.json
     metrics: RunMetrics | None = None  # metrics.json (finished runs)
     per_image: pd.DataFrame | None = None  # per_image.csv, indexed by image id
@@ -72,9 +74,15 @@ def _config_fields(run_dir: Path) -> dict[str, Any]:
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
         return {"experiment": cfg.get("name"), "dataset": (cfg.get("dataset") or {}).get("name"),
                 "model": (cfg.get("model") or {}).get("name"), "seed": (cfg.get("trainer") or {}).get("seed"),
-                "image_size": (cfg.get("dataset") or {}).get("image_size")}
+                "image_size": (cfg.get("dataset") or {}).get("image_size"),
+                "weights": _weights(cfg), "epochs": (cfg.get("trainer") or {}).get("epochs")}
     except Exception:
         return {}
+
+
+def _weights(cfg: dict[str, Any]) -> str | None:
+    weights = ((cfg.get("model") or {}).get("options") or {}).get("weights")
+    return None if weights is None else str(weights)
 
 
 def _per_image_frame(run_dir: Path, n_test: int) -> pd.DataFrame:

@@ -165,6 +165,7 @@ def run_all(runs: list[PlannedRun], out_dir: Path, suite: str,
     ``offset`` rotates the order so that workers started together begin on different runs.
     """
     from lesionbench.studies.claim import claim_timeout
+    from lesionbench.studies.datacheck import warn_if_data_changed
 
     notify = on_update or (lambda *a: None)
     statuses: dict[str, str] = {}
@@ -188,6 +189,7 @@ def run_all(runs: list[PlannedRun], out_dir: Path, suite: str,
                 with claim:  # finished by another worker since the first look?
                     state = _settled(run, run_dir, started) or _train_one(run, run_dir, suite, notify, progress, run_logs)
             if state == "skipped":
+                warn_if_data_changed(run.name, run_dir, run.config)  # reused either way; one line if it differs
                 notify(run.name, "skipped (finished)", {})
             statuses.setdefault(run.name, state)
         pending = held if wait else []

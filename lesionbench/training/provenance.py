@@ -9,6 +9,9 @@ from pathlib import Path
 
 import torch
 
+#: Instruction-set flags that choose torch's CPU kernels (and so the last bits of a float sum).
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "asimd", "sve")
+
 PACKAGES = ("lesionbench", "torch", "torchvision", "lightning", "segmentation-models-pytorch", "timm",
             "torchmetrics", "albumentations", "optuna", "numpy")
 
@@ -41,6 +44,30 @@ def device_name() -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def _cpuinfo() -> tuple[str, set[str]]:
+    """(model name, flags) of the first CPU in /proc/cpuinfo; the platform's processor name elsewhere."""
+    name, flags = "", set()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key in ("model name", "Model", "cpu model") and not name:
+            name = value
+        elif key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    return name or platform.processor() or platform.machine(), flags
+
+
+def cpu_info() -> dict[str, object]:
+    """What decides whether a CPU run repeats bit for bit: the CPU, the vector instructions torch
+    dispatches to, and the thread count (which splits reductions)."""
+    name, flags = _cpuinfo()
+    return {"model": name, "capability": torch.backends.cpu.get_cpu_capability(),
+            "flags": [f for f in ISA_FLAGS if f in flags], "threads": torch.get_num_threads()}
+
+
 def provenance() -> dict[str, object]:
     return {"versions": versions(), "git_commit": git_commit(), "device": device_name(),
-            "platform": platform.platform()}
+            "platform": platform.platform(), "cpu": cpu_info()}

@@ -137,7 +137,8 @@ def _train(cfg: ExperimentConfig, run_dir: Path, suite: str, callbacks: list[Cal
     start, best_val, train_time = _skip_done_phases(task, run_dir, cfg_hash)
     resumed = start > 0
     info = RunInfo(status="running", run=run_dir.name, suite=suite, experiment=cfg.name, config_hash=cfg_hash,
-                   seed=cfg.trainer.seed, started=_now(), data_manifest=dm.manifest_hash, **provenance(),
+                   seed=cfg.trainer.seed, started=_now(), data_manifest=dm.manifest_hash,
+                   data_content=dm.content_hash, **provenance(),
                    resume_count=previous.resume_count if previous else 0)
     if rank_zero:
         atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
@@ -167,6 +168,8 @@ def _train(cfg: ExperimentConfig, run_dir: Path, suite: str, callbacks: list[Cal
         else:  # nothing was trained (e.g. limit_train_batches=0): keep these weights
             trainer.save_checkpoint(best_path)
         score = ckpt.best_model_score
+        if score is None and cfg.trainer.checkpoint == "last":  # the kept (last) epoch's own validation score
+            score = trainer.callback_metrics.get(selection_monitor(cfg, phase)[0])
         best_val = float(score) if score is not None else best_val
         if rank_zero:
             write_phase_done(phase_dir / "done.json",

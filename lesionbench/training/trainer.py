@@ -24,16 +24,21 @@ def build_trainer(
     progress: bool = True,
     loggers: list[Logger] | None = None,
 ) -> tuple[L.Trainer, ModelCheckpoint]:
-    """One Trainer per phase: checkpoint on the recipe's validation metric, optional early stopping.
+    """One Trainer per phase: checkpoint on the recipe's validation metric (or, with
+    ``trainer.checkpoint: last``, only the last epoch), optional early stopping.
 
     ``loggers``: the run's other loggers (W&B), made once by train() and shared by its phases;
     each phase adds its own CSV log (logs/<phase>/metrics.csv).
     """
     monitor, mode = selection_monitor(cfg, phase)
-    ckpt = ModelCheckpoint(
-        dirpath=phase_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1, save_last=True,
-        auto_insert_metric_name=False, enable_version_counter=False,
-    )
+    if cfg.trainer.checkpoint == "last":  # the write-up keeps its last epoch: no choice on validation
+        ckpt = ModelCheckpoint(dirpath=phase_dir, monitor=None, save_top_k=0, save_last=True,
+                               enable_version_counter=False)
+    else:
+        ckpt = ModelCheckpoint(
+            dirpath=phase_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1, save_last=True,
+            auto_insert_metric_name=False, enable_version_counter=False,
+        )
     callbacks: list[Callback] = [ckpt, LearningRateMonitor(logging_interval="epoch"), *extra, *logger_test_callbacks(cfg)]
     if phase.early_stopping is not None:
         es = phase.early_stopping
