@@ -3,7 +3,7 @@
 Reads only files: each run's own ``metrics.json`` / ``per_image.csv`` (the in-domain column) and
 its ``eval/<dataset>/`` results written by ``lesionbench evaluate`` or a suite's ``cross_eval``.
 Cells hold the target dataset's primary (challenge) metric, the mean over seeds with a 95%
-hierarchical bootstrap CI (seeds resampled, then test images), and the number of target images
+CI counting seed and test-image noise (stats.mean_ci), and the number of target images
 excluded because the model had seen them in training or validation.
 """
 
@@ -20,13 +20,13 @@ import pandas as pd
 from lesionbench.data.layouts import LAYOUTS
 from lesionbench.errors import LesionBenchError
 from lesionbench.reporting.markdown import MISSING, esc, table
+from lesionbench.reporting.stats import mean_ci
 from lesionbench.runfolder import METRICS, RunFolderError, read_eval_metrics, read_metrics, read_per_image
 from lesionbench.training.challenge import primary_metric
 from lesionbench.training.metrics import stats_from_rows
 
 log = logging.getLogger(__name__)
 
-CI_RESAMPLES = 2000
 OWN = "own test"
 
 
@@ -55,7 +55,7 @@ class Cell:
         if excluded is not None:
             self.excluded.append(excluded)
 
-    def summary(self, rng: np.random.Generator) -> tuple[float, float, float] | None:
+    def summary(self) -> tuple[float, float, float] | None:
         """(mean over seeds, CI low, CI high) on the images every seed scored."""
         if not self.seeds:
             return None
@@ -63,13 +63,8 @@ class Cell:
         if not common:
             return None
         grid = np.stack([s.loc[common].to_numpy(float) for s in self.seeds.values()])  # seeds × images
-        mean = float(grid.mean())
-        n_seeds, n_img = grid.shape
-        seeds = rng.integers(0, n_seeds, size=(CI_RESAMPLES, n_seeds))
-        images = rng.integers(0, n_img, size=(CI_RESAMPLES, n_img))
-        boot = np.array([grid[s][:, i].mean() for s, i in zip(seeds, images, strict=True)])
-        low, high = np.percentile(boot, [2.5, 97.5])
-        return mean, float(low), float(high)
+        mean, low, high = mean_ci(grid, np.ones_like(grid))  # seed and image noise, as the leaderboard's CIs
+        return float(mean), float(max(low, 0.0)), float(min(high, 1.0))
 
 
 def _rows(folder: Path) -> pd.DataFrame:
@@ -106,13 +101,12 @@ def section(suite_dir: str | Path, make_plot: bool = True) -> list[str]:
     if not grid:
         return []
     targets = sorted({t for cells in grid.values() for t in cells if t != OWN})
-    rng = np.random.default_rng(0)
     rows, values, excluded = [], {}, {}
     for (model, source), cells in sorted(grid.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         row = [esc(model), source]
         for target in [OWN, *targets]:
             cell = cells.get(target)
-            stat = cell.summary(rng) if cell is not None and target != source else None
+            stat = cell.summary() if cell is not None and target != source else None
             values[(model, source, target)] = stat[0] if stat else np.nan
             row.append(MISSING if stat is None else
                        f"{stat[0]:.4f} [{stat[1]:.3f}, {stat[2]:.3f}] ({cell.metric})")
@@ -122,7 +116,7 @@ def section(suite_dir: str | Path, make_plot: bool = True) -> list[str]:
     lines = ["## Generalisation across datasets", "",
              "Each model trained on one dataset (its own test split in the first column) and scored on the "
              "other datasets' test splits with their primary metric. Cells: mean over seeds "
-             f"[95% hierarchical bootstrap CI: seeds, then test images; {CI_RESAMPLES} resamples].", ""]
+             "[95% CI counting seed-to-seed and test-image noise: t interval, Satterthwaite degrees of freedom].", ""]
     lines += table(rows, ["Model", "Trained on", OWN, *targets]) + [""]
     if excluded:
         lines += ["Images excluded from a target test set because the model saw them in training or validation "

@@ -144,7 +144,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, suite: str, callbacks: list[Cal
         atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
         write_run_info(run_dir, info)
 
-    trainer, determinism = None, None
+    trainer, determinism, epochs_done = None, None, 0
     for index in range(start, len(task.phases)):
         task.set_phase(index)
         phase = task.phases[index]
@@ -160,6 +160,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, suite: str, callbacks: list[Cal
         trainer.fit(task, datamodule=dm, ckpt_path=str(found[0]) if found else None, weights_only=True)
         seconds = clock.seconds
         train_time += seconds
+        epochs_done += trainer.current_epoch  # epochs this phase completed (early stopping included)
         if trainer.interrupted:
             raise KeyboardInterrupt
         best_path = Path(ckpt.best_model_path) if ckpt.best_model_path else phase_dir / "last.ckpt"
@@ -198,7 +199,9 @@ def _train(cfg: ExperimentConfig, run_dir: Path, suite: str, callbacks: list[Cal
         "best_val": {selection_monitor(cfg, task.phases[-1])[0]: best_val},
         "published": cfg.published,
         "cost": {**measure_cost(task.model, cfg.dataset.image_size, device=trainer.strategy.root_device),
-                 "train_time_s": round(train_time, 2)},
+                 "train_time_s": round(train_time, 2),
+                 # the budget a row consumed (nnU-Net counts iterations instead); phases skipped on resume not counted
+                 "images_seen": epochs_done * len(dm.train_ids) if start == 0 else None},
         "best_checkpoint": WEIGHTS,
         "phases": [p.name for p in task.phases],
         "last_phase": task.phases[-1].name,
