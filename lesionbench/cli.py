@@ -296,12 +296,21 @@ def score(
     pred_dir: Annotated[Path, typer.Argument(help="Predicted masks (0/255), one per ground truth, same names")],
     task: Annotated[Optional[str], typer.Option("--task", help="segmentation | attribute (default: from the file names)")] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="table | json (the organisers' scorer's keys)")] = "table",
+    dataset: Annotated[Optional[str], typer.Option(
+        "--dataset", help="Read TRUTH_DIR as this dataset's own masks (e.g. kvasir-seg: <id>.jpg), pair by id, "
+                          "headline its primary metric")] = None,
 ) -> None:
     """Score a folder of masks as the ISIC organisers' scorer does (same figures and JSON keys), plus HD95/ASSD.
 
-    Example: lesionbench score ISIC2018_Task1_Test_GroundTruth predictions --output json
+    Example: lesionbench score ISIC2018_Task1_Test_GroundTruth predictions --output json ;
+    lesionbench score data/kvasir-seg/Kvasir-SEG/masks predictions --dataset kvasir-seg
     """
-    from lesionbench.reporting.score import score_folder
+    from lesionbench.reporting.score import score_dataset_folder, score_folder
+
+    if dataset is not None:
+        report = score_dataset_folder(truth_dir, pred_dir, dataset)
+        typer.echo(report.to_json() if output == "json" else report.text)
+        return
 
     if task not in (None, "segmentation", "attribute") or output not in ("table", "json"):
         raise LesionBenchError(f"score: --task must be segmentation or attribute (got {task!r}) and --output "

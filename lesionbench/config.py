@@ -218,8 +218,17 @@ class NnUNetConfig(_Strict):
                                              "or a trainer class name, e.g. nnUNetTrainer_100epochs")
     iterations_per_epoch: int | None = Field(None, ge=1, description="Override nnU-Net's 250 (tests, smoke runs)")
     val_iterations: int | None = Field(None, ge=1, description="Override nnU-Net's 50 validation batches per epoch")
-    workers: int | None = Field(None, ge=0, description="Augmentation/preprocessing processes; 0 = in-process; "
-                                                        "default: nnU-Net's own choice")
+    workers: int | None = Field(None, ge=0, description="Augmentation/preprocessing processes; 0 = in-process "
+                                                        "(seeded, so a CPU run repeats bit for bit); default: 0 on "
+                                                        "CPU, nnU-Net's own choice on a GPU (not reproducible)")
+    budget: Literal["recipe", "nnunet"] = Field(
+        "recipe", description="recipe: iterations per epoch set so nnU-Net sees about trainer.epochs x training "
+                              "images (as a Lightning run of the recipe); nnunet: its own 250 per epoch. "
+                              "iterations_per_epoch, when set, wins")
+    postprocessing: bool = Field(True, description="Determine nnU-Net's postprocessing on fold 0's validation "
+                                                   "(find_best_configuration -f 0) and apply it to the test split")
+    native_resolution: bool = Field(False, description="Export images at their own size (nnU-Net plans on "
+                                                       "them) instead of resized to dataset.image_size")
 
 
 class ExperimentConfig(_Strict):

@@ -222,6 +222,8 @@ class EvalStamp(BaseModel):
     source_finished: str | None = None
     dataset: str
     split: str
+    target_content: str | None = Field(None, description="sha256 of the target split's ids and file bytes: "
+                                                         "another folder's data is evaluated again")
 
 
 class Excluded(BaseModel):

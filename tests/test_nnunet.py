@@ -29,7 +29,7 @@ needs_nnunet = pytest.mark.skipif(not HAS_NNUNET, reason="nnunetv2 is not instal
 TINY = {"name": "nnunet_tiny", "engine": "nnunet",
         "dataset": {"name": "isic2018", "root": "synthetic", "image_size": 32, "subset": 6},
         "trainer": {"epochs": 1, "accelerator": "cpu", "devices": 1, "seed": 0},
-        "nnunet": {"iterations_per_epoch": 3, "val_iterations": 1, "workers": 0}}
+        "nnunet": {"val_iterations": 1}}  # workers and iterations per epoch: the defaults (CPU: 0; the recipe's budget)
 
 
 def test_config_engine_is_validated_and_old_hashes_stay() -> None:
@@ -170,6 +170,172 @@ def test_killed_run_leaves_one_row(nnunet_run: TinyRun) -> None:
     assert [r.run for r in records] == [run_dir.name] and records[0].ok
     rows = pd.read_csv(run_dir / "per_image.csv", dtype={"id": str})
     assert not rows["id"].duplicated().any() and len(rows) == 5
+
+
+# ---- issue 21.6: nnU-Net as its authors intend, on an equal budget
+
+@needs_nnunet
+@pytest.mark.timeout(30)
+def test_cpu_runs_are_reproducible_by_default_and_others_say_not() -> None:
+    """nnU-Net has no seeded multi-process loader (NonDetMultiThreadedAugmenter, seeds=None): on CPU the
+    default is its in-process augmenter; a run that cannot repeat says why in run.json."""
+    from lesionbench.engines.nnunet_setup import augmentation_workers
+
+    assert augmentation_workers(None, "cpu") == (0, {"reproducible": True, "augmentation_workers": 0})
+    for requested, device in ((None, "cuda"), (4, "cpu"), (0, "cuda")):
+        workers, record = augmentation_workers(requested, device)
+        assert record["reproducible"] is False and "nnunet.workers=0" in record["why_not"], (requested, device)
+        assert workers == requested
+
+
+@needs_nnunet
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_same_config_gives_the_same_nnunet_result(nnunet_run: TinyRun, tmp_path: Path) -> None:
+    """A second run of the killed-and-resumed fixture's config, with default workers, repeats it byte for byte
+    (the kill came before any checkpoint: 1 epoch, nnU-Net saves its latest every 50)."""
+    from lesionbench.training.run import train
+
+    info = json.loads((nnunet_run.run_dir / "run.json").read_text())["nnunet"]
+    assert info["reproducible"] is True and info["augmentation_workers"] == 0 and "why_not" not in info
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LESIONBENCH_SYNTHETIC", nnunet_run.env["LESIONBENCH_SYNTHETIC"])
+        mp.setenv("LESIONBENCH_WORKDIR", str(tmp_path / "work"))
+        again = train(nnunet_run.cfg, tmp_path / "again", suite="adhoc").run_dir
+    assert (again / "per_image.csv").read_bytes() == (nnunet_run.run_dir / "per_image.csv").read_bytes()
+    for mask in sorted((nnunet_run.run_dir / "predictions").glob("*.png")):
+        assert (again / "predictions" / mask.name).read_bytes() == mask.read_bytes(), mask.name
+
+
+@needs_nnunet
+@pytest.mark.timeout(60)
+def test_postprocessing_file_is_applied_to_the_test_masks(tmp_path: Path) -> None:
+    """score() applies nnU-Net's postprocessing.pkl (here: keep the largest lesion) to the thresholded masks."""
+    from batchgenerators.utilities.file_and_folder_operations import save_pickle
+    from nnunetv2.postprocessing.remove_connected_components import (
+        remove_all_but_largest_component_from_segmentation,
+    )
+    from scipy import ndimage
+
+    from lesionbench.data.layouts import Sample
+    from lesionbench.engines.nnunet_data import score
+
+    probs = np.zeros((2, 1, 20, 24), np.float32)
+    probs[1, 0, 2:10, 2:10] = probs[1, 0, 14:17, 18:21] = 0.9  # a large and a small blob
+    probs[0] = 1 - probs[1]
+    (tmp_path / "pred").mkdir()
+    np.savez(tmp_path / "pred" / "img0.npz", probabilities=probs)
+    truth = np.zeros((20, 24), np.uint8)
+    truth[2:10, 2:10] = 255
+    Image.fromarray(truth).save(tmp_path / "img0_mask.png")
+    Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(tmp_path / "img0.png")
+    sample = Sample("img0", tmp_path / "img0.png", (tmp_path / "img0_mask.png",))
+    pkl = tmp_path / "postprocessing.pkl"
+    save_pickle(([remove_all_but_largest_component_from_segmentation], [{"labels_or_regions": [1]}]), str(pkl))
+    components = {}
+    for name, pp in (("raw", None), ("pp", pkl)):
+        metrics, rows = score([sample], tmp_path / "pred", 127, "isic2018", ["lesion"], tmp_path / name, pp)
+        mask = np.asarray(Image.open(tmp_path / name / "img0_segmentation.png")) > 127
+        components[name] = (ndimage.label(mask)[1], rows[0]["dice"])
+    assert components["raw"][0] == 2 and components["pp"][0] == 1
+    assert components["pp"][1] == pytest.approx(1.0) and components["raw"][1] < 0.99
+
+
+@needs_nnunet
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_postprocessing_determined_on_fold0_validation_and_recorded(nnunet_run: TinyRun) -> None:
+    from scipy import ndimage
+
+    run_dir = nnunet_run.run_dir
+    pp = json.loads((run_dir / "run.json").read_text())["nnunet"]["postprocessing"]
+    assert pp["determined_on"].startswith("fold 0 validation") and isinstance(pp["applied"], bool)
+    assert pp["applied"] == bool(pp["functions"]) and pp["val_dice_before"] is not None
+    crossval = next(run_dir.glob("nnunet/results/*/*/crossval_results_folds_0"))
+    assert (crossval / "postprocessing.pkl").is_file()
+    if "remove_all_but_largest_component_from_segmentation" in pp["functions"]:
+        for mask in (run_dir / "predictions").glob("*.png"):
+            assert ndimage.label(np.asarray(Image.open(mask)) > 127)[1] <= 1, mask.name
+
+
+@needs_nnunet
+@pytest.mark.timeout(30)
+def test_matched_iterations_stay_within_ten_percent_of_the_recipe() -> None:
+    from lesionbench.engines.nnunet_setup import matched_iterations
+
+    # the matrix: 40 epochs of ISIC 2018's 2075 training images; nnU-Net's 50-epoch trainer, plausible batches
+    for n_train, batch in ((2075, 12), (2075, 49), (900, 33), (1000, 2)):
+        iters = matched_iterations(40 * n_train, 50, batch)
+        assert abs(50 * iters * batch / (40 * n_train) - 1) <= 0.1, (n_train, batch, iters)
+    assert matched_iterations(3, 50, 12) == 1  # never zero
+
+
+@needs_nnunet
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_images_seen_recorded_and_matched_to_the_recipe(nnunet_run: TinyRun) -> None:
+    run_dir = nnunet_run.run_dir
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    nn = json.loads((run_dir / "run.json").read_text())["nnunet"]
+    budget, n_train = nn["budget"], len(_datamodule(nnunet_run).train_ids)
+    assert budget["recipe_images"] == nnunet_run.cfg.trainer.epochs * n_train
+    assert metrics["cost"]["images_seen"] == budget["images_seen"] == (
+        budget["epochs"] * budget["iterations_per_epoch"] * budget["batch_size"])
+    assert budget["iterations"] == "matched to the recipe" and budget["iterations_per_epoch"] < 250
+    assert abs(budget["images_seen"] / budget["recipe_images"] - 1) <= 0.5 / budget["iterations_per_epoch"]
+    assert budget["ratio"] == pytest.approx(budget["images_seen"] / budget["recipe_images"], abs=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_lightning_runs_record_images_seen(synthetic_env: Path, tmp_path: Path) -> None:
+    """The same column for Lightning rows: epochs x training images."""
+    from lesionbench.data import SegmentationDataModule
+    from lesionbench.training.run import train
+
+    cfg = parse_config({"name": "seen", "dataset": {"name": "isic2018", "image_size": 32, "subset": 6},
+                        "model": {"name": "unet", "options": {"base_channels": 8}},
+                        "trainer": {"epochs": 2, "batch_size": 4, "accelerator": "cpu", "devices": 1}})
+    result = train(cfg, tmp_path / "run", suite="t", progress=False)
+    dm = SegmentationDataModule(cfg.dataset.model_copy(update={"cache": False}), 4, cfg.trainer.seed)
+    dm.setup()
+    seen = json.loads((result.run_dir / "metrics.json").read_text())["cost"]["images_seen"]
+    assert seen == 2 * len(dm.train_ids)
+
+
+def test_native_resolution_is_an_option_and_input_size_recorded() -> None:
+    assert parse_config({"engine": "nnunet"}).nnunet.native_resolution is False
+    assert parse_config({"engine": "nnunet", "nnunet": {"native_resolution": True}}).nnunet.native_resolution
+    assert ExperimentConfig(engine="nnunet", nnunet={"native_resolution": True}).config_hash() != \
+        ExperimentConfig(engine="nnunet").config_hash()
+
+
+@needs_nnunet
+@pytest.mark.timeout(120)
+def test_native_resolution_export_keeps_each_images_size(synthetic_env: Path, tmp_path: Path) -> None:
+    from lesionbench.data import SegmentationDataModule
+    from lesionbench.engines.nnunet_data import export_raw
+
+    dm = SegmentationDataModule(parse_config(TINY).dataset.model_copy(update={"cache": False}), 4, 0)
+    dm.setup()
+    for size, name in ((None, "native"), (32, "square")):
+        record = export_raw(dm.parts, tmp_path / name, size, dm.layout.mask_threshold, "Dataset500_x")
+        assert record["image_size"] == ("native" if size is None else 32)
+        for s in dm.parts["train"][:2]:
+            original = Image.open(s.image).size
+            image = Image.open(tmp_path / name / "imagesTr" / f"{s.id}_0000.png")
+            label = Image.open(tmp_path / name / "labelsTr" / f"{s.id}.png")
+            assert image.size == label.size == (original if size is None else (32, 32))
+    assert original != (32, 32)
+
+
+@needs_nnunet
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_run_json_says_what_nnunet_planned_on(nnunet_run: TinyRun) -> None:
+    nn = json.loads((nnunet_run.run_dir / "run.json").read_text())["nnunet"]
+    assert nn["input"] == "resized to 32x32"
+    assert json.loads((nnunet_run.run_dir / "metrics.json").read_text())["nnunet"]["input"] == nn["input"]
 
 
 def _datamodule(run: TinyRun) -> Any:

@@ -2,7 +2,8 @@
 
 The export holds exactly the split's train + val ids (``imagesTr``/``labelsTr``) and its test ids
 (``imagesTs``), as RGB PNGs read by nnU-Net's ``NaturalImage2DIO`` at the recipe's image size (the
-pixels every other model trains on); ``splits_final.json`` makes our train/val fold 0.
+pixels every other model trains on) or, with ``nnunet.native_resolution``, at each image's own size;
+``splits_final.json`` makes our train/val fold 0.
 """
 
 from __future__ import annotations
@@ -32,13 +33,16 @@ def dataset_json(num_training: int, name: str) -> dict[str, Any]:
             "name": name, "description": "exported by LesionBench: our split, fold 0 = our train/val"}
 
 
-def export_raw(parts: dict[str, list[Sample]], folder: Path, size: Size, threshold: int, name: str) -> dict[str, Any]:
+def export_raw(parts: dict[str, list[Sample]], folder: Path, size: Size | None, threshold: int,
+               name: str) -> dict[str, Any]:
     """Write the raw dataset; returns (and records in export.json, written last) the exported ids.
+    ``size=None``: every image and mask at its own size (native resolution).
 
     An export with the same ids and size is kept; anything else is removed and written afresh.
     """
     ids = {p: [s.id for s in parts[p]] for p in ("train", "val", "test")}
-    record = {"ids": ids, "image_size": size if isinstance(size, int) else list(hw(size))}  # as JSON reads back
+    shape = "native" if size is None else size if isinstance(size, int) else list(hw(size))
+    record = {"ids": ids, "image_size": shape}  # as JSON reads back
     marker = folder / "export.json"
     if marker.is_file() and read_json(marker) == record:
         return record
@@ -72,17 +76,28 @@ def exported_ids(raw: Path) -> dict[str, list[str]]:
 
 
 def score(samples: list[Sample], predictions: Path, threshold: int, dataset: str, class_names: list[str],
-          masks_out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+          masks_out: Path, postprocessing: Path | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """nnU-Net's lesion probabilities -> bilinear to each ground truth's original size -> > 0.5 ->
-    our counts, boundary distances and summary; the binary masks (0/255) are kept in ``masks_out``, named
-    as every run names its test predictions (training/test_outputs.py), for re-scoring."""
+    nnU-Net's postprocessing (its ``postprocessing.pkl``, when given) -> our counts, boundary distances
+    and summary; the binary masks (0/255) are kept in ``masks_out``, named as every run names its test
+    predictions (training/test_outputs.py), for re-scoring."""
     masks_out.mkdir(parents=True, exist_ok=True)
+    fns: list[Any] = []
+    if postprocessing is not None:
+        from batchgenerators.utilities.file_and_folder_operations import load_pickle
+
+        fns, kwargs = load_pickle(str(postprocessing))
     stats, boundary = [], []
     for s in samples:
         probs = np.load(predictions / f"{s.id}.npz")["probabilities"]  # (classes, 1, H, W) for 2D images
         lesion = torch.from_numpy(probs[LABELS["lesion"]].astype(np.float32)).reshape(1, 1, *probs.shape[-2:])
         truth = torch.from_numpy(np.stack([load_mask(p, threshold) for p in s.masks]))[None].bool()
         pred = resize_logits_to(lesion, truth.shape[-2:]) > 0.5
+        if fns:  # on a label map shaped as nnU-Net's reader gives it, (1, H, W), values 0 / 1
+            from nnunetv2.postprocessing.remove_connected_components import apply_postprocessing
+
+            seg = apply_postprocessing(pred[0].numpy().astype(np.uint8), fns, kwargs)
+            pred = torch.from_numpy(seg == LABELS["lesion"])[None]
         Image.fromarray(pred[0, 0].numpy().astype(np.uint8) * 255).save(masks_out / mask_files(s.id, class_names)[0])
         stats.append(image_stats(pred, truth)[0])
         boundary.append(image_boundary(pred, truth)[0])  # HD95/ASSD as the test loop computes them

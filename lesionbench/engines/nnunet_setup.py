@@ -85,3 +85,31 @@ class NnUNetFolders:
         if workers is not None:  # augmentation processes (0: in-process), and its other pools (at least 1)
             env.update(nnUNet_n_proc_DA=str(workers), nnUNet_def_n_proc=str(max(1, workers)))
         return env
+
+
+def augmentation_workers(requested: int | None, device: str) -> tuple[int | None, dict[str, object]]:
+    """(augmentation processes for nnU-Net, run.json's record of whether the run repeats bit for bit).
+
+    nnU-Net ships no seeded multi-process loader: with workers > 0 its ``NonDetMultiThreadedAugmenter``
+    (``seeds=None``) hands batches over in whatever order its processes finish, so two identical runs
+    differ; with 0 (``nnUNet_n_proc_DA=0``) it uses its ``SingleThreadedAugmenter`` in the seeded
+    training process. Default (``None``): 0 on CPU, where it is also the cheaper choice; on a GPU
+    nnU-Net's own choice, because in-process augmentation would starve it, and its kernels are not
+    deterministic anyway.
+    """
+    workers = requested if requested is not None else (0 if device == "cpu" else None)
+    reasons = []
+    if workers != 0:
+        reasons.append(f"nnunet.workers={'auto' if workers is None else workers}: nnU-Net's "
+                       "NonDetMultiThreadedAugmenter delivers batches in completion order (unseeded)")
+    if device != "cpu":
+        reasons.append(f"trains on {device}: nondeterministic GPU kernels")
+    record: dict[str, object] = {"reproducible": not reasons, "augmentation_workers": workers}
+    if reasons:
+        record["why_not"] = "; ".join(reasons) + " (set nnunet.workers=0 and trainer.accelerator=cpu to repeat a run)"
+    return workers, record
+
+
+def matched_iterations(recipe_images: int, epochs: int, batch_size: int) -> int:
+    """nnU-Net iterations per epoch so that epochs x iterations x batch_size ~ the recipe's images seen."""
+    return max(1, round(recipe_images / (epochs * batch_size)))

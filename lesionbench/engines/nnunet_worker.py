@@ -46,11 +46,21 @@ def train(args: dict[str, Any]) -> None:
 
     trainer = get_trainer_from_args(str(args["dataset_id"]), args["configuration"], 0, args["trainer"],
                                     args["plans"], device=torch.device(args["device"]))
+    from lesionbench.engines.nnunet_setup import matched_iterations
+    from lesionbench.io import atomic_write_json
+
+    batch = int(trainer.configuration_manager.batch_size)  # what its data loader draws (one device)
     if args.get("iterations_per_epoch"):
         trainer.num_iterations_per_epoch = args["iterations_per_epoch"]
+    elif args.get("recipe_images"):  # the recipe's budget in images, not nnU-Net's 250 batches per epoch
+        trainer.num_iterations_per_epoch = matched_iterations(args["recipe_images"], trainer.num_epochs, batch)
     if args.get("val_iterations"):
         trainer.num_val_iterations_per_epoch = args["val_iterations"]
     out = Path(trainer.output_folder)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "lesionbench_budget.json", {
+        "epochs": trainer.num_epochs, "iterations_per_epoch": trainer.num_iterations_per_epoch, "batch_size": batch,
+        "images_seen": trainer.num_epochs * trainer.num_iterations_per_epoch * batch})
     final = out / "checkpoint_final.pth"
     resume = final.is_file() or (out / "checkpoint_latest.pth").is_file()
     maybe_load_checkpoint(trainer, resume, False)
@@ -82,7 +92,18 @@ def predict(args: dict[str, Any]) -> None:
     atomic_write_json(Path(args["output"]) / "cost.json", cost)
 
 
-STEPS = {"plan": plan, "train": train, "predict": predict}
+def postprocess(args: dict[str, Any]) -> None:
+    """nnU-Net's postprocessing as ``nnUNetv2_find_best_configuration ID -c 2d -f 0`` chooses it: fold 0's
+    validation predictions are accumulated and ``determine_postprocessing`` keeps what raises their Dice
+    (writes ``crossval_results_folds_0/postprocessing.pkl`` and ``inference_information.json``)."""
+    from nnunetv2.evaluation.find_best_configuration import find_best_configuration
+
+    model = {"plans": args["plans"], "configuration": args["configuration"], "trainer": args["trainer"]}
+    find_best_configuration(args["dataset_id"], (model,), allow_ensembling=False,
+                            num_processes=max(1, args["processes"]), overwrite=True, folds=(0,))
+
+
+STEPS = {"plan": plan, "train": train, "postprocess": postprocess, "predict": predict}
 
 
 def main(argv: list[str]) -> None:

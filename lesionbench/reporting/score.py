@@ -139,3 +139,64 @@ def _attribute(pairs: list[tuple[Path, Path]]) -> ScoreReport:
     result["overall"] = result["micro_average"]["jaccard"]
     table = pd.DataFrame({k: v for k, v in result.items() if isinstance(v, dict)}).T
     return ScoreReport("attribute", result, f"Overall: {result['overall']}\n\n{table.to_string()}")
+
+
+#: Suffixes a prediction's file name may carry after the image id (predict's default and ISIC formats).
+PRED_SUFFIXES = ("_segmentation", "_Segmentation", "_mask")
+
+
+def _image_id(path: Path) -> str:
+    stem = path.stem
+    for suffix in PRED_SUFFIXES:
+        if stem.endswith(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def score_dataset_folder(truth_dir: str | Path, pred_dir: str | Path, dataset: str) -> ScoreReport:
+    """Score predictions against a dataset's own masks, read as its loader reads them (Kvasir-SEG: RGB JPEG,
+    binarised at > 127), paired by image id; every prediction needs a truth, truths without one are not
+    scored (and counted). The headline is the dataset's primary metric; per-image values are in the JSON.
+    """
+    from lesionbench.data.decode import load_mask
+    from lesionbench.data.layouts import get_layout
+    from lesionbench.training.challenge import primary_metric
+
+    layout = get_layout(dataset)
+    truth_dir, pred_dir = Path(truth_dir), Path(pred_dir)
+    for d, what in ((truth_dir, "TRUTH_DIR"), (pred_dir, "PRED_DIR")):
+        if not d.is_dir():
+            raise LesionBenchError(f"{d}: no such folder ({what})")
+    truths = {_image_id(p): p for p in truth_dir.iterdir() if p.is_file() and not is_junk(p)}
+    preds = {_image_id(p): p for p in sorted(pred_dir.iterdir()) if p.is_file() and not is_junk(p)
+             and not p.stem.endswith("_overlay")}
+    if not preds:
+        raise LesionBenchError(f"{pred_dir}: no predicted masks (want <id>_mask.png, <id>_segmentation.png or <id>.png)")
+    lone = sorted(set(preds) - set(truths))
+    if lone:
+        raise LesionBenchError(f"{preds[lone[0]]}: no ground truth for image id {lone[0]} in {truth_dir} "
+                               f"({len(lone)} prediction(s) without one); point TRUTH_DIR at the dataset's masks")
+    stats, per_image, boundary = [], {}, []
+    for iid in sorted(preds):
+        t = torch.from_numpy(load_mask(truths[iid], layout.mask_threshold).astype(bool))
+        p = torch.from_numpy(load_mask(preds[iid], BINARY_THRESHOLD).astype(bool))
+        if t.shape != p.shape:
+            raise LesionBenchError(f"{preds[iid]}: size {p.shape[1]}×{p.shape[0]} but its ground truth is "
+                                   f"{t.shape[1]}×{t.shape[0]} (predict at the image's original size)")
+        counts = image_stats(p[None, None], t[None, None])[0]  # 1 class × 4 counts
+        stats.append(counts)
+        per = per_image_metrics(counts[0])
+        hd95, assd = boundary_distances(p, t)
+        boundary.append((hd95, assd))
+        per_image[iid] = {k: float(per[k]) for k in ("dice", "iou", "precision", "recall", "specificity",
+                                                       "accuracy")} | {"hd95": float(hd95), "assd": float(assd)}
+    metric = primary_metric(dataset)
+    value = metric.value(torch.stack(stats))
+    frame = pd.DataFrame(per_image).T
+    result = {"dataset": dataset, "metric": metric.name, "value": value, "definition": metric.definition,
+              "n_scored": len(preds), "n_truths": len(truths), "mean": frame.mean().to_dict(),
+              "per_image": per_image}
+    text = (f"{dataset}: {metric.name} {value:.6f} over {len(preds)} image(s) ({metric.definition}); "
+            f"{len(truths) - len(preds)} ground truth(s) without a prediction not scored\n\n"
+            f"Means over images:\n{frame.mean().to_string()}")
+    return ScoreReport("segmentation", result, text)

@@ -11,6 +11,7 @@ a split other than test); a present result made from the same weights and target
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 
 from lesionbench.config import NUM_CLASSES, ExperimentConfig
 from lesionbench.data import SegmentationDataModule, leakage
+from lesionbench.data.layouts import Sample
 from lesionbench.errors import LesionBenchError
 from lesionbench.runfolder import (
     METRICS,
@@ -57,10 +59,17 @@ def _target_config(cfg: ExperimentConfig, dataset: str, split: str, root: str | 
     return cfg.model_copy(update={"dataset": ds})
 
 
-def _fingerprint(run_dir: Path, dataset: str, split: str) -> EvalStamp:
-    """What a stored evaluation must match to be reused: the run's weights and the target."""
+def _fingerprint(run_dir: Path, dataset: str, split: str, samples: list[Sample]) -> EvalStamp:
+    """What a stored evaluation must match to be reused: the run's weights and the target's content
+    (ids and file bytes, wherever the folder is)."""
     info = read_run_info(run_dir)
-    return EvalStamp(source_config_hash=info.config_hash, source_finished=info.finished, dataset=dataset, split=split)
+    digest = hashlib.sha256()
+    for s in sorted(samples, key=lambda s: s.id):
+        digest.update(s.id.encode())
+        for path in (s.image, *s.masks):
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return EvalStamp(source_config_hash=info.config_hash, source_finished=info.finished, dataset=dataset, split=split,
+                     target_content=digest.hexdigest())
 
 
 def evaluate_run(run_dir: str | Path, dataset: str, split: str = "test", root: str | None = None,
@@ -74,7 +83,11 @@ def evaluate_run(run_dir: str | Path, dataset: str, split: str = "test", root: s
     run_dir = Path(run_dir)
     out = eval_folder(run_dir, dataset, split)
     task, cfg = load_run(run_dir)  # refuses an unfinished or unreadable run with one line
-    stamp = _fingerprint(run_dir, dataset, split)
+    target_cfg = _target_config(cfg, dataset, split, root)
+    target = SegmentationDataModule.from_experiment(target_cfg)
+    target.setup("test")
+    candidates = target.parts[split]
+    stamp = _fingerprint(run_dir, dataset, split, candidates)
     if (out / METRICS).is_file():
         try:
             done = read_eval_metrics(out)
@@ -89,10 +102,6 @@ def evaluate_run(run_dir: str | Path, dataset: str, split: str = "test", root: s
     source = SegmentationDataModule.from_experiment(cfg)
     source.setup("fit")
     seen = source.parts["train"] + source.parts["val"]
-    target_cfg = _target_config(cfg, dataset, split, root)
-    target = SegmentationDataModule.from_experiment(target_cfg)
-    target.setup("test")
-    candidates = target.parts[split]
     leaks = leakage.find_leaks(seen, candidates)
     dropped = {x.eval_id: x.reason for x in leaks}
     kept = target.restrict(split, exclude=set(dropped), stats=run_stats(task.model))
