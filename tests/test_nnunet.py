@@ -293,7 +293,8 @@ def test_lightning_runs_record_images_seen(synthetic_env: Path, tmp_path: Path) 
     from lesionbench.data import SegmentationDataModule
     from lesionbench.training.run import train
 
-    cfg = parse_config({"name": "seen", "dataset": {"name": "isic2018", "image_size": 32, "subset": 6},
+    cfg = parse_config({"name": "seen", "dataset": {"name": "isic2018", "root": "synthetic", "image_size": 32,
+                                                    "subset": 6},
                         "model": {"name": "unet", "options": {"base_channels": 8}},
                         "trainer": {"epochs": 2, "batch_size": 4, "accelerator": "cpu", "devices": 1}})
     result = train(cfg, tmp_path / "run", suite="t", progress=False)
