@@ -50,4 +50,6 @@ def assert_each_run_once(suite_dir: Path, n: int) -> None:
     board = (suite_dir / "leaderboard.md").read_text()
     for run in runs:  # one curves link per run; the experiment row counts its runs
         assert board.count(f"[{run.name}]({run.name}/plots/curves.png)") == 1, (run.name, board)
-    assert f"`{runs[0].name.rsplit('__', 1)[0]}` | {n} |" in board, board
+    verdicts = json.loads((suite_dir / "leaderboard.json").read_text())  # the table is rendered from it
+    rows = [m for d in verdicts["datasets"] for m in d["models"] if m["experiment"] == runs[0].name.rsplit("__", 1)[0]]
+    assert len(rows) == 1 and len(rows[0]["seeds"]) == n and f"`{rows[0]['experiment']}`" in board, verdicts
