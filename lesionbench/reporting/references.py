@@ -37,7 +37,7 @@ DATASET_REFERENCES: dict[str, list[tuple[str, str, float | None, str, str]]] = {
     "kvasir-seg": [
         ("Jha et al., Kvasir-SEG: A Segmented Polyp Dataset, MMM 2020 (the dataset paper)",
          "dice", None, "reports the Dice coefficient and mIoU of its baselines and names no ranking metric; "
-         "LesionBench ranks by mean per-image Dice, the first it reports",
+         "LesionBench ranks by mean per-image Dice, the metric paper 002 selects by",
          "no challenge of its own: the Medico 2020 task (MediaEval) ranked by mIoU (Jaccard) on a separate test set"),
         ("paper 002 ResNet-50 U-Net", "dice", None, "no test score reported", "880 / 60 / 60 split"),
     ],
