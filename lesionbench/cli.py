@@ -163,11 +163,12 @@ def evaluate(
     run_dir: Annotated[Path, typer.Option("--run", help="A finished run folder, e.g. results/generalisation/<run>")],
     dataset: Annotated[str, typer.Option("--dataset", help="Target dataset: isic2016, isic2017, isic2018, kvasir-seg, ...")],
     split: Annotated[str, typer.Option("--split", help="Part of the target's official split: test, val or train")] = "test",
-    root: Annotated[Optional[str], typer.Option("--root", help="Target archives' folder (default: the run's dataset.root or $LESIONBENCH_DATA)")] = None,
+    root: Annotated[Optional[str], typer.Option("--root", help="Target archives' folder; its test archive alone is enough (default: the run's dataset.root when it holds the target, else $LESIONBENCH_DATA)")] = None,
 ) -> None:
     """Score a finished run on another dataset's split; images the run trained or validated on are excluded.
 
-    Writes <run>/eval/<dataset>/metrics.json and per_image.csv (skipped when already there).
+    Writes <run>/eval/<dataset>/metrics.json, per_image.csv and excluded.json (skipped when made from the
+    same weights and the same target files; when every image was seen in training, only excluded.json, and exit 2).
     Example: lesionbench evaluate --run results/generalisation/isic2018_unet__s0 --dataset isic2016
     """
     from lesionbench.config import NUM_CLASSES

@@ -5,8 +5,15 @@ in ISIC 2018, so a cross-edition table leaks unless the overlap is removed. Ever
 target split that is also in the run's training or validation data (same ISIC id, or identical
 image bytes: ``data/leakage.py``) is excluded before scoring, and the count is written down.
 
-Writes ``<run>/eval/<dataset>/metrics.json`` and ``per_image.csv`` (``eval/<dataset>__<split>/`` for
-a split other than test); a present result made from the same weights and target is skipped.
+The target is read from its own folder only (``--root``; else the run's ``dataset.root`` when it
+holds the target, else $LESIONBENCH_DATA): a folder with just the test archive is enough wherever the
+split's ids are known without the training archive (an ISIC test or validation archive, Kvasir-SEG's
+official lists). The run's own training data is read for the leakage check.
+
+Writes ``<run>/eval/<dataset>/metrics.json``, ``per_image.csv`` and ``excluded.json``
+(``eval/<dataset>__<split>/`` for a split other than test); a present result made from the same
+weights and the same target content (ids and file bytes, wherever the folder is) is skipped. When
+every target image was seen in training, only ``excluded.json`` is written and evaluation fails.
 """
 
 from __future__ import annotations
@@ -19,11 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from lesionbench.config import NUM_CLASSES, ExperimentConfig
-from lesionbench.data import SegmentationDataModule, leakage
-from lesionbench.data.layouts import Sample
+from lesionbench.data import leakage
+from lesionbench.data.checks import ensure_checked
+from lesionbench.data.datamodule import SegmentationDataModule, SegmentationDataset, collate, resolve_root, work_dir
+from lesionbench.data.layouts import Sample, get_layout, locate, missing_message, scan
+from lesionbench.data.splits import kvasir_official, load_or_create, official_list_dir
+from lesionbench.data.transforms import build_transforms
 from lesionbench.errors import LesionBenchError
+from lesionbench.io import atomic_write_json
 from lesionbench.runfolder import (
     METRICS,
+    PER_IMAGE,
     EvalMetrics,
     EvalStamp,
     Excluded,
@@ -35,9 +48,11 @@ from lesionbench.runfolder import (
     write_eval_metrics,
     write_per_image,
 )
+from lesionbench.settings import settings
 
 log = logging.getLogger(__name__)
 EVAL_DIR = "eval"
+EXCLUDED = "excluded.json"  # the target images left out as seen in training, even when none is left
 
 
 @dataclass
@@ -51,12 +66,70 @@ def eval_folder(run_dir: Path, dataset: str, split: str = "test") -> Path:
     return Path(run_dir) / EVAL_DIR / (dataset if split == "test" else f"{dataset}__{split}")
 
 
-def _target_config(cfg: ExperimentConfig, dataset: str, split: str, root: str | None) -> ExperimentConfig:
-    """The run's own preprocessing (size, normalisation, subset) on the target's official split."""
-    ds = cfg.dataset.model_copy(update={"name": dataset, "split": "official", "leakage": "ignore", "cache": False,
-                                        "normalize": "imagenet",  # the model's own stats are applied below
-                                        "root": root if root is not None else cfg.dataset.root})
-    return cfg.model_copy(update={"dataset": ds})
+def _target_root(cfg: ExperimentConfig, dataset: str, split: str, root: str | None) -> Path:
+    """The folder holding ``dataset``'s archives: ``--root``; else the run's ``dataset.root`` when it
+    holds them (a parent of every dataset), else $LESIONBENCH_DATA. Errors name the target."""
+    layout = get_layout(dataset)
+    part = split if split in layout.splits else next(iter(layout.splits))
+    if root is not None:
+        found = resolve_root(dataset, root)
+        if locate(layout, found) is None:
+            raise LesionBenchError(f"evaluate --root {root}: {missing_message(layout, found, part)}")
+        return found
+    candidates = [(cfg.dataset.root, "the run's dataset.root")] if cfg.dataset.root else []
+    if settings().data is not None:
+        candidates.append((None, "$LESIONBENCH_DATA"))
+    looked: list[str] = []
+    for candidate, what in candidates:
+        found = resolve_root(dataset, candidate)
+        if locate(layout, found) is not None:
+            return found
+        looked.append(f"{found} ({what})")
+    where = f"not in {' nor '.join(looked)}" if looked else "no folder given ($LESIONBENCH_DATA is not set)"
+    raise LesionBenchError(f"evaluate: target {dataset}: its archives are {where}; pass --root with the folder "
+                           f"holding the unzipped {dataset} archives (get them from {layout.source})")
+
+
+def _official_ids(dataset: str, split: str, present: dict[str, list[Sample]]) -> list[str] | None:
+    """The ids of ``dataset``'s official ``split`` when they are known without the other parts'
+    files: an archive that is the part itself (ISIC test, val), or the dataset's own id lists
+    (Kvasir-SEG). None when the split must be computed from the whole pool."""
+    layout = get_layout(dataset)
+    if split in present and split in layout.splits and (split != "train" or "val" in layout.splits):
+        return [s.id for s in present[split]]
+    if dataset == "kvasir-seg":
+        folder = official_list_dir("kvasir-seg")
+        listed = [line.strip() for f in ("train.txt", "val.txt") for line in (folder / f).read_text().splitlines()
+                  if line.strip() and not line.startswith("#")]
+        pool = {s.id for samples in present.values() for s in samples}
+        if pool & set(listed):  # the real Kvasir-SEG (a synthetic replica has none of its ids)
+            return (kvasir_official(listed) or {}).get(split, [])
+    return None
+
+
+def _target_samples(cfg: ExperimentConfig, dataset: str, split: str, troot: Path) -> list[Sample]:
+    """The target split's samples, read from ``troot`` alone: a folder holding only the test set is
+    enough wherever the split's ids are known without the training archive."""
+    label = f"evaluate: target {dataset}/{split} at {troot}"
+    try:
+        present = scan(dataset, troot)
+        ids = _official_ids(dataset, split, present)
+        if ids is None:
+            ids = load_or_create(dataset, "official", present, work_dir(troot) / "splits")[split]
+    except LesionBenchError as err:
+        raise LesionBenchError(f"{label}: {err}") from None
+    by_id = {s.id: s for samples in present.values() for s in samples}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise LesionBenchError(f"{label}: {len(missing)} of its {len(ids)} official id(s) are not in the folder, "
+                               f"e.g. {missing[0]}; restore the {dataset} {split} images and masks")
+    if not ids:
+        raise LesionBenchError(f"{label}: the official {split} part is empty; pick another --split")
+    samples = sorted((by_id[i] for i in ids), key=lambda s: s.id)
+    samples = samples[: cfg.dataset.subset] if cfg.dataset.subset else samples
+    # verify's checks (decodable, mask matches image), once per set of files: one line per fault
+    ensure_checked(samples, dataset, troot, work_dir(troot) / "checked", f"{dataset}-eval-{split}")
+    return samples
 
 
 def _fingerprint(run_dir: Path, dataset: str, split: str, samples: list[Sample]) -> EvalStamp:
@@ -72,10 +145,31 @@ def _fingerprint(run_dir: Path, dataset: str, split: str, samples: list[Sample])
                      target_content=digest.hexdigest())
 
 
+def _seen_in_training(run_dir: Path, cfg: ExperimentConfig, dataset: str, split: str) -> list[Sample]:
+    """The run's own training and validation images (for the leakage check)."""
+    source = SegmentationDataModule.from_experiment(cfg)
+    try:
+        source.setup("fit")
+    except LesionBenchError as err:
+        raise LesionBenchError(
+            f"evaluate: target {dataset}/{split}: cannot check it for images {run_dir.name} trained on, because "
+            f"that run's own training data ({cfg.dataset.name}, dataset.root {cfg.dataset.root}) cannot be read: "
+            f"{err}") from None
+    return source.parts["train"] + source.parts["val"]
+
+
+def _write_exclusions(out: Path, record: dict[str, Any]) -> Path:
+    """``excluded.json``: which target images were left out, and why (written even when none is left)."""
+    path = out / EXCLUDED
+    atomic_write_json(path, record)
+    return path
+
+
 def evaluate_run(run_dir: str | Path, dataset: str, split: str = "test", root: str | None = None,
                  accelerator: str = "auto", progress: bool = False) -> EvalResult:
     """Score the finished run at ``run_dir`` on ``dataset``'s ``split`` (leaked images excluded)."""
     import lightning as L
+    from torch.utils.data import DataLoader
 
     from lesionbench.inference.load import load_run, run_stats
     from lesionbench.training.metrics import summarize
@@ -83,10 +177,11 @@ def evaluate_run(run_dir: str | Path, dataset: str, split: str = "test", root: s
     run_dir = Path(run_dir)
     out = eval_folder(run_dir, dataset, split)
     task, cfg = load_run(run_dir)  # refuses an unfinished or unreadable run with one line
-    target_cfg = _target_config(cfg, dataset, split, root)
-    target = SegmentationDataModule.from_experiment(target_cfg)
-    target.setup("test")
-    candidates = target.parts[split]
+    if NUM_CLASSES[dataset] != cfg.num_classes:
+        raise LesionBenchError(f"evaluate: {run_dir.name} predicts {cfg.num_classes} channel(s) but target {dataset} "
+                               f"has {NUM_CLASSES[dataset]}; pick a dataset with the same classes")
+    troot = _target_root(cfg, dataset, split, root)
+    candidates = _target_samples(cfg, dataset, split, troot)
     stamp = _fingerprint(run_dir, dataset, split, candidates)
     if (out / METRICS).is_file():
         try:
@@ -95,37 +190,47 @@ def evaluate_run(run_dir: str | Path, dataset: str, split: str = "test", root: s
             done = None
         if done is not None and done.evaluation == stamp:
             return EvalResult(out, "skipped", done)
-    if NUM_CLASSES[dataset] != cfg.num_classes:
-        raise LesionBenchError(f"evaluate: {run_dir.name} predicts {cfg.num_classes} channel(s) but {dataset} has "
-                               f"{NUM_CLASSES[dataset]}; pick a dataset with the same classes")
 
-    source = SegmentationDataModule.from_experiment(cfg)
-    source.setup("fit")
-    seen = source.parts["train"] + source.parts["val"]
-    leaks = leakage.find_leaks(seen, candidates)
+    leaks = leakage.find_leaks(_seen_in_training(run_dir, cfg, dataset, split), candidates)
     dropped = {x.eval_id: x.reason for x in leaks}
-    kept = target.restrict(split, exclude=set(dropped), stats=run_stats(task.model))
+    reasons = Counter(dropped.values())
+    excluded = Excluded(count=len(dropped), by_id=reasons.get("id", 0), by_bytes=reasons.get("bytes", 0),
+                        of=len(candidates), ids=sorted(dropped))
+    kept = [s for s in candidates if s.id not in dropped]
+    record = {"run": run_dir.name, "dataset": dataset, "split": split, "root": str(troot),
+              "evaluation": stamp.model_dump(mode="json"), "excluded": excluded.model_dump(mode="json"),
+              "n_scored": len(kept)}
+    out.mkdir(parents=True, exist_ok=True)
     if not kept:
-        raise LesionBenchError(f"evaluate: every {dataset}/{split} image is also in {run_dir.name}'s training or "
-                               "validation data; nothing is left to score")
+        for stale in (METRICS, PER_IMAGE):  # another target's result must not stand in for this one
+            (out / stale).unlink(missing_ok=True)
+        path = _write_exclusions(out, record)
+        raise LesionBenchError(f"evaluate: every one of the {len(candidates)} image(s) of target {dataset}/{split} "
+                               f"at {troot} is also in {run_dir.name}'s training or validation data; nothing is "
+                               f"left to score (the exclusions are listed in {path})")
     if dropped:
         log.warning("%s on %s/%s: excluded %d image(s) seen in training/validation", run_dir.name, dataset, split,
                     len(dropped))
 
+    layout, size = get_layout(dataset), cfg.dataset.image_size
+    mean, std = run_stats(task.model)  # the model's own normalisation, not the target's
+    tf = build_transforms(cfg.dataset.augmentation, size, train=False, mean=mean, std=std)
+    # decoded on the fly at the run's size, scored at each ground truth's original size
+    loader = DataLoader(SegmentationDataset(kept, layout, size, tf, cache=None, with_orig=True),
+                        batch_size=cfg.trainer.batch_size, shuffle=False, num_workers=cfg.dataset.num_workers,
+                        collate_fn=collate)
     trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=progress, enable_model_summary=False)
-    trainer.test(task, dataloaders=target.loader(split), verbose=False)
+    trainer.test(task, dataloaders=loader, verbose=False)
     index, stats = task.test_result
     ids = [kept[i].id for i in index.reshape(-1).tolist()]
-    metrics, rows = summarize(stats, ids, dataset, target.class_names, boundary=task.test_boundary_result)
-    reasons = Counter(dropped.values())
+    metrics, rows = summarize(stats, ids, dataset, list(layout.class_names), boundary=task.test_boundary_result)
     checked = EvalMetrics.model_validate({
         **metrics, "run": run_dir.name, "experiment": cfg.name, "model": cfg.model.name, "seed": cfg.trainer.seed,
         "source_dataset": cfg.dataset.name, "dataset": dataset, "split": split, "n_test": len(ids),
-        "evaluation": stamp,
-        "excluded": Excluded(count=len(dropped), by_id=reasons.get("id", 0), by_bytes=reasons.get("bytes", 0),
-                             of=len(candidates), ids=sorted(dropped)),
+        "evaluation": stamp, "excluded": excluded,
     })
+    _write_exclusions(out, record)
     write_per_image(out, [PerImageRow.model_validate(r) for r in rows])
     write_eval_metrics(out, checked)  # last: its presence means the evaluation is complete
     return EvalResult(out, "evaluated", checked)
