@@ -404,6 +404,12 @@ def quick_size(size: int | list[int] | tuple[int, int]) -> int | list[int]:
     return [h, w] if scale == 1.0 else [max(16, round(h * scale / 8) * 8), max(16, round(w * scale / 8) * 8)]
 
 
+def _names_a_file(weights: str) -> bool:
+    """A weights value that is a path (not a tag such as imagenet or convnext_tiny.fb_in1k)."""
+    return any(c in weights for c in "/\\") or weights.startswith("~") or \
+        Path(weights).suffix.lower() in (".pth", ".pt", ".ckpt", ".safetensors", ".bin")
+
+
 def shrink(data: dict[str, Any]) -> dict[str, Any]:
     """--quick on a validated config's dict: small images, a subset, one epoch per phase, no download."""
     ds = data.setdefault("dataset", {})
@@ -415,8 +421,11 @@ def shrink(data: dict[str, Any]) -> dict[str, Any]:
     tr["batch_size"] = min(int(tr.get("batch_size", 8)), QUICK["batch_size"])
     options = data.setdefault("model", {}).setdefault("options", {})
     weights = options.get("weights")
-    if weights not in (None, "none") and not Path(str(weights)).is_file():  # imagenet or an exact tag:
-        options["weights"] = "none"  # a smoke run downloads nothing
+    if weights not in (None, "none") and not Path(str(weights)).expanduser().is_file():
+        if _names_a_file(str(weights)):  # a mistyped path must fail as it would without --quick
+            raise ConfigError(f"{weights}: encoder weights file not found (model.options.weights: use imagenet, "
+                              "none, or the path of a .pth/.safetensors file)")
+        options["weights"] = "none"  # imagenet or an exact tag: a smoke run downloads nothing
     for phase in data.get("phases") or []:
         phase["epochs"] = QUICK["epochs"]
         if phase.get("early_stopping"):

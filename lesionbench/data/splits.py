@@ -128,7 +128,12 @@ def make_split(dataset: str, name: str, official: dict[str, list[Sample]], seed:
 
 
 def check_disjoint(split: Split, source: str) -> None:
-    """No id may be in two parts: that would be train/test leakage."""
+    """No id may be in two parts (train/test leakage), nor twice in one (it would weigh double)."""
+    for part in PARTS:
+        ids = split.get(part, [])
+        if len(set(ids)) < len(ids):
+            twice = next(i for n, i in enumerate(ids) if i in ids[:n])
+            raise LesionBenchError(f"{source}: id {twice} is listed twice in {part}; list each image once")
     for i, a in enumerate(PARTS):
         for b in PARTS[i + 1:]:
             shared = set(split.get(a, [])) & set(split.get(b, []))

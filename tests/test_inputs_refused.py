@@ -1,0 +1,31 @@
+"""Inputs that used to pass silently (issue 23 items 6 and 7): each refused with one line naming it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lesionbench.config import ConfigError, load_config
+from lesionbench.data.splits import read_split_file
+from lesionbench.errors import LesionBenchError
+
+
+@pytest.mark.timeout(30)
+def test_a_split_file_listing_a_test_id_twice_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "split.txt"
+    path.write_text("train a\ntrain b\ntest c\ntest d\ntest c\n")
+    with pytest.raises(LesionBenchError, match=r"split.txt: id c is listed twice in test"):
+        read_split_file(path)
+    path.write_text("train a\ntest c\ntest d\n")
+    assert read_split_file(path)["test"] == ["c", "d"]
+
+
+@pytest.mark.timeout(30)
+def test_quick_refuses_a_mistyped_weights_path_but_drops_tags(tmp_path: Path) -> None:
+    base = {"name": "x", "dataset": {"name": "isic2016", "image_size": 64}, "model": {"name": "resnet50-unet"}}
+    missing = str(tmp_path / "encoder.pth")
+    with pytest.raises(ConfigError, match=r"encoder.pth: encoder weights file not found"):
+        load_config({**base, "model": {"name": "resnet50-unet", "options": {"weights": missing}}}, quick=True)
+    cfg = load_config({**base, "model": {"name": "resnet50-unet", "options": {"weights": "IMAGENET1K_V1"}}}, quick=True)
+    assert cfg.model.options["weights"] == "none"  # a tag: a smoke run downloads nothing
