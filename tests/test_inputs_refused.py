@@ -1,4 +1,4 @@
-"""Inputs that used to pass silently (issue 23 items 6 and 7): each refused with one line naming it."""
+"""Inputs that used to pass silently (issue 23 items 6, 7 and 8): each refused with one line naming it."""
 
 from __future__ import annotations
 
@@ -29,3 +29,23 @@ def test_quick_refuses_a_mistyped_weights_path_but_drops_tags(tmp_path: Path) ->
         load_config({**base, "model": {"name": "resnet50-unet", "options": {"weights": missing}}}, quick=True)
     cfg = load_config({**base, "model": {"name": "resnet50-unet", "options": {"weights": "IMAGENET1K_V1"}}}, quick=True)
     assert cfg.model.options["weights"] == "none"  # a tag: a smoke run downloads nothing
+
+
+@pytest.mark.timeout(30)
+def test_score_refuses_a_non_binary_ground_truth_as_verify_does(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from lesionbench.reporting.score import score_folder
+
+    for d in ("t", "p"):
+        (tmp_path / d).mkdir()
+    soft = np.zeros((16, 16), np.uint8)
+    soft[4:12, 4:12] = 255
+    soft[4, 4:12] = 128  # an antialiased edge
+    Image.fromarray(soft).save(tmp_path / "t" / "ISIC_0000001_segmentation.png")
+    Image.fromarray((soft == 255).astype(np.uint8) * 255).save(tmp_path / "p" / "ISIC_0000001_segmentation.png")
+    with pytest.raises(LesionBenchError, match=r"ISIC_0000001_segmentation.png: ground-truth mask is not binary"):
+        score_folder(tmp_path / "t", tmp_path / "p")
+    Image.fromarray((soft == 255).astype(np.uint8)).save(tmp_path / "t" / "ISIC_0000001_segmentation.png")  # 0/1
+    assert score_folder(tmp_path / "t", tmp_path / "p").result["macro_average"]["dice"] == 1.0

@@ -44,7 +44,8 @@ class ScoreReport:
         return json.dumps(self.result, indent=2)
 
 
-def _mask(path: Path) -> np.ndarray:
+def _mask(path: Path, truth: bool = False) -> np.ndarray:
+    """A mask binarised at > 128; a ground truth must be binary (0/255 or 0/1) as `data verify` demands."""
     try:
         with Image.open(path) as im:
             im.load()
@@ -53,7 +54,16 @@ def _mask(path: Path) -> np.ndarray:
             if im.mode != "L":
                 raise LesionBenchError(f"{path}: not a single-channel (greyscale) mask (mode {im.mode}); "
                                        "save masks as 8-bit greyscale 0/255")
-            return np.asarray(im) > BINARY_THRESHOLD
+            arr = np.asarray(im)
+            if truth:
+                values = set(np.unique(arr).tolist())
+                if not (values <= {0, 255} or values <= {0, 1}):
+                    shown = ", ".join(str(v) for v in sorted(values)[:6]) + (", ..." if len(values) > 6 else "")
+                    raise LesionBenchError(f"{path}: ground-truth mask is not binary (values {shown}; expected 0 "
+                                           "and 255), as `lesionbench data verify` and `run` also refuse it")
+                if values <= {0, 1}:
+                    return arr > 0
+            return arr > BINARY_THRESHOLD
     except (UnidentifiedImageError, OSError) as err:
         raise LesionBenchError(f"{path}: cannot be read as an image ({err})") from None
 
@@ -81,7 +91,7 @@ def _pairs(truth_dir: Path, pred_dir: Path) -> list[tuple[Path, Path]]:
 
 
 def _load(truth: Path, pred: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    t, p = _mask(truth), _mask(pred)
+    t, p = _mask(truth, truth=True), _mask(pred)
     if t.shape != p.shape:
         raise LesionBenchError(f"{pred}: size {p.shape[1]}×{p.shape[0]} but its ground truth {truth.name} is "
                                f"{t.shape[1]}×{t.shape[0]} (predict at the image's original size)")
