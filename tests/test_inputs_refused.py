@@ -49,3 +49,25 @@ def test_score_refuses_a_non_binary_ground_truth_as_verify_does(tmp_path: Path) 
         score_folder(tmp_path / "t", tmp_path / "p")
     Image.fromarray((soft == 255).astype(np.uint8)).save(tmp_path / "t" / "ISIC_0000001_segmentation.png")  # 0/1
     assert score_folder(tmp_path / "t", tmp_path / "p").result["macro_average"]["dice"] == 1.0
+
+
+@pytest.mark.timeout(60)
+def test_a_claim_dated_in_the_future_goes_stale_once_its_heartbeat_stops(tmp_path: Path, caplog) -> None:
+    """Issue 23 item 5: a host with a skewed clock must not block a run forever (the age is negative)."""
+    import os
+    import time
+
+    from lesionbench.studies.claim import CLAIM, ClaimInfo, acquire, read_claim
+
+    info = ClaimInfo(worker="skewed", host="another-host", pid=1, token="t0", started="2026-12-04T00:00:00+00:00")
+    (tmp_path / CLAIM).write_text(info.model_dump_json())  # a worker on another host that died holding it
+    future = time.time() + 86_400
+    os.utime(tmp_path / CLAIM, (future, future))  # its clock runs a day ahead
+    with caplog.at_level("WARNING"):
+        assert not read_claim(tmp_path, timeout=1.0).stale  # not yet: the timeout has not passed on our clock
+    assert any("in the future" in r.getMessage() and CLAIM in r.getMessage() for r in caplog.records)
+    time.sleep(1.3)
+    assert read_claim(tmp_path, timeout=1.0).stale
+    successor = acquire(tmp_path, worker="other", timeout=1.0)
+    assert successor is not None and read_claim(tmp_path, timeout=1.0).info.worker == "other"
+    successor.release("finished")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import socket
 import threading
@@ -24,8 +25,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+log = logging.getLogger(__name__)
 CLAIM, HISTORY = "claim.json", "claims.log"
 DEFAULT_TIMEOUT = 600.0
+SKEW_TOLERANCE = 5.0  # seconds a heartbeat may lie in the future before the clock is called skewed
+_SEEN: dict[tuple[str, float], float] = {}  # (claim, heartbeat) -> when this process first saw it (monotonic)
+_WARNED: set[tuple[str, float]] = set()
 
 
 def claim_timeout() -> float:
@@ -74,6 +79,7 @@ class HeldBy(BaseModel):
     info: ClaimInfo | None
     age: float
     stale: bool
+    mtime: float = 0.0  # the heartbeat judged: a takeover goes ahead only while it has not moved
 
 
 def default_worker_id() -> str:
@@ -88,13 +94,23 @@ def read_claim(run_dir: Path, timeout: float | None = None) -> HeldBy | None:
     """The current claim of a run folder, or None when nobody holds it."""
     path = Path(run_dir) / CLAIM
     try:
-        age = time.time() - path.stat().st_mtime
+        mtime = path.stat().st_mtime
+        age = time.time() - mtime
         info = ClaimInfo.model_validate_json(path.read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValidationError):  # an O_EXCL fallback claim being written: judge by its age only
         info = None
-    return HeldBy(info=info, age=age, stale=age > (timeout or claim_timeout()))
+    limit = timeout or claim_timeout()
+    # A heartbeat dated in the future (a holder with a skewed clock) has a negative age and would never go
+    # stale: it is also stale once it has not moved for the timeout, as this process's own clock measures.
+    first = _SEEN.setdefault((str(path), mtime), time.monotonic())
+    if age < -SKEW_TOLERANCE and (str(path), mtime) not in _WARNED:
+        _WARNED.add((str(path), mtime))
+        log.warning("%s: heartbeat dated %.0f s in the future (a host with a skewed clock?); it goes stale after "
+                    "%.0f s without moving instead", path, -age, limit)
+    unmoved = time.monotonic() - first
+    return HeldBy(info=info, age=age, stale=age > limit or (age < -SKEW_TOLERANCE and unmoved > limit), mtime=mtime)
 
 
 class Claim:
@@ -199,7 +215,7 @@ def _take_over(run_dir: Path, info: ClaimInfo, held: HeldBy, timeout: float) -> 
     except FileNotFoundError:
         return _create(run_dir, info)
     gone = held.info is not None and (held.info.worker == info.worker or _dead_here(held.info))
-    if not gone and time.time() - seen.st_mtime <= timeout:  # it beat (or was replaced) since we looked
+    if not gone and seen.st_mtime != held.mtime:  # it beat (or was replaced) since we judged it stale
         return None
     key = held.info.token if held.info else f"ino{seen.st_ino}"
     marker, aside = run_dir / f".takeover-{key}", run_dir / f".claim-stale-{key}.json"
