@@ -27,7 +27,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: synthetic replicas, verification, downloads.")
 app.add_typer(data_app, name="data")
 # DDP workers re-run this command (Lightning's subprocess launcher): only rank zero prints.
-console = Console(quiet=not settings().is_rank_zero)
+def _rank_zero() -> bool:
+    try:
+        return settings().is_rank_zero
+    except LesionBenchError:  # a bad LESIONBENCH_* value: main() reports it as one line
+        return True
+
+
+console = Console(quiet=not _rank_zero())
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
 Out = Annotated[Path, typer.Option("--out", help="Results folder (one sub-folder per suite)")]
@@ -518,6 +525,7 @@ def main() -> None:
 
     signal.signal(signal.SIGINT, on_sigint)
     try:
+        settings()  # a bad LESIONBENCH_* value is one line (exit 2) before any command starts
         app()  # typer: usage errors exit 2, typer.Exit(n) exits n, Ctrl-C inside a command exits 130
         code: int | str | None = 0
     except LesionBenchError as err:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lesionbench.errors import LesionBenchError
 
@@ -56,6 +56,13 @@ class Settings(BaseModel):
     torchelastic_run_id: str | None = Field(None, description="Set by torchrun: its ranks share one results folder")
     slurm_ntasks: int = Field(1, ge=1, description="Tasks of a SLURM step (srun -n N: one DDP job, no claims)")
     cuda_visible_devices: str | None = None
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir_is_a_folder(cls, v: Path | None) -> Path | None:
+        if v is not None and v.exists() and not v.is_dir():
+            raise ValueError(f"{v} is a file, not a folder; point it at a folder (or unset it)")
+        return v
 
     @property
     def is_rank_zero(self) -> bool:

@@ -71,3 +71,26 @@ def test_a_claim_dated_in_the_future_goes_stale_once_its_heartbeat_stops(tmp_pat
     successor = acquire(tmp_path, worker="other", timeout=1.0)
     assert successor is not None and read_claim(tmp_path, timeout=1.0).info.worker == "other"
     successor.release("finished")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("name, value, says", [
+    ("LESIONBENCH_CLAIM_TIMEOUT", "abc", "LESIONBENCH_CLAIM_TIMEOUT='abc'"),
+    ("LESIONBENCH_CLAIM_TIMEOUT", "0", "LESIONBENCH_CLAIM_TIMEOUT='0'"),
+    ("LESIONBENCH_WORKDIR", "FILE", "is a file, not a folder"),
+])
+def test_a_bad_environment_value_is_one_line_and_exit_2(tmp_path: Path, name: str, value: str, says: str) -> None:
+    """Issue 23 item 12: no traceback, the variable named, exit 2 (bad input)."""
+    import os
+    import subprocess
+    import sys
+
+    if value == "FILE":
+        value = str(tmp_path / "a-file")
+        Path(value).write_text("")
+    proc = subprocess.run([sys.executable, "-m", "lesionbench.cli", "status", "--suite", "demo", "--out",
+                           str(tmp_path)], env={**os.environ, name: value}, capture_output=True, text=True,
+                          timeout=170)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert says in proc.stderr + proc.stdout and "Traceback" not in proc.stderr + proc.stdout
