@@ -242,6 +242,10 @@ def test_predict_isic_format_is_only_challenge_masks(tmp_path: Path) -> None:
         predict_files(fake_run(tmp_path / "run3", _ds_cfg("kvasir-seg")), [a], tmp_path / "t3", fmt="isic")
     with pytest.raises(LesionBenchError, match="must differ from --out"):
         predict_files(run1, [a], tmp_path / "t4", fmt="isic", overlays=tmp_path / "t4")
+    holiday = _image(tmp_path / "holiday_photo.jpg", 20, 20, 3)  # issue 23 item 9: not an ISIC id
+    with pytest.raises(LesionBenchError, match=r"--format isic: 1 input\(s\) not named as ISIC images .*holiday_photo"):
+        predict_files(run1, [a, holiday], tmp_path / "t5", fmt="isic")
+    assert not (tmp_path / "t5").exists() or not list((tmp_path / "t5").iterdir())  # refused before writing
 
 
 def test_predict_never_overwrites_silently(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ with one line before the first mask is written, so a refused call leaves ``--out
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -18,6 +19,8 @@ OutputFormat = Literal["lesionbench", "isic"]
 FORMATS: tuple[str, ...] = ("lesionbench", "isic")
 #: Datasets whose challenge accepts ``--format isic`` (synthetic replicates the ISIC 2018 layout).
 ISIC_DATASETS = ("isic2016", "isic2017", "isic2018", "isic2018-task2", "synthetic")
+#: What the ISIC scorer accepts as an image id (ISIC_0012345).
+ISIC_ID = re.compile(r"^ISIC_\d{7}$")
 
 
 def mask_names(stem: str, names: Sequence[str], fmt: OutputFormat) -> list[str]:
@@ -39,6 +42,11 @@ def plan(images: Sequence[Path], names: Sequence[str], dataset: str, out: Path, 
     if fmt == "isic" and dataset not in ISIC_DATASETS:
         raise LesionBenchError(f"--format isic: the run was trained on {dataset}, not an ISIC challenge dataset; "
                                "use --format lesionbench")
+    strangers = [i.name for i in images if not ISIC_ID.match(Path(i).stem)] if fmt == "isic" else []
+    if strangers:
+        raise LesionBenchError(f"--format isic: {len(strangers)} input(s) not named as ISIC images (ISIC_ and 7 "
+                               f"digits), e.g. {', '.join(strangers[:3])}: the challenge rejects such masks; rename "
+                               "them to their ISIC ids or use --format lesionbench")
     if fmt == "isic" and overlays is not None and Path(overlays).resolve() == Path(out).resolve():
         raise LesionBenchError(f"--overlays {overlays}: must differ from --out (the ISIC scorer accepts only masks "
                                "in the submission folder)")
