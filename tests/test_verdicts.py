@@ -176,3 +176,17 @@ def test_one_seed_is_not_tested_and_its_interval_says_images_only(tmp_path: Path
     assert table.models[0].primary.includes == "images only" and table.models[0].primary.std is None
     text = (suite / "leaderboard.md").read_text()
     assert "SD n/a" in text and "± 0.0000" not in text
+
+
+@pytest.mark.timeout(60)
+def test_rank_probabilities_of_equal_models_are_even_on_average() -> None:
+    """P(rank 1) printed per model: for k equal models its average over many suites is 1/k, and each
+    suite's probabilities sum to 1 (a biased bootstrap, e.g. one that ignores seeds, would favour a model)."""
+    rng, k, suites = np.random.default_rng(13), 4, 150
+    p_first = np.empty((suites, k))
+    for s in range(suites):
+        num, den = _suites(rng, 1, k, 3, 0.03, False)
+        ranks = rank_bootstrap([(num[0, i], den[0, i]) for i in range(k)], 200, seed=s)
+        p_first[s] = (ranks == 1).mean(0)
+    assert np.allclose(p_first.sum(1), 1.0)
+    assert np.allclose(p_first.mean(0), 1 / k, atol=0.05)

@@ -58,15 +58,18 @@ class _Published:
 
     def __init__(self, dataset: str, recipes: Path | None) -> None:
         self.dataset, self.recipes = dataset, recipes
+        self._seen: dict[str, tuple[list[Any], str]] = {}  # the table and the references read each recipe once
 
     def of(self, e: Entry) -> tuple[list[Any], str]:
         if self.dataset in NOT_COMPARABLE:
             return [], ""
-        scores, changed = [], ""
-        for r in e.runs:
-            scores, why = recipe_published(r.path, e.experiment, self.recipes)
-            changed = changed or why
-        return scores, changed
+        if e.experiment not in self._seen:
+            scores, changed = [], ""
+            for r in e.runs:
+                scores, why = recipe_published(r.path, e.experiment, self.recipes)
+                changed = changed or why
+            self._seen[e.experiment] = (scores, changed)
+        return self._seen[e.experiment]
 
     def cell(self, e: Entry) -> str:
         scores, changed = self.of(e)
@@ -243,7 +246,8 @@ def _dataset_section(dataset: str, runs: list[RunRecord], suite: Path, notes: li
     for r in runs:
         by_exp[r.experiment or r.run].append(r)
     entries = [build_entry(x, rs, metric, notes) for x, rs in sorted(by_exp.items())]
-    dv = _verdicts(dataset, entries, rank(entries), _Published(dataset, recipes))
+    published = _Published(dataset, recipes)
+    dv = _verdicts(dataset, entries, rank(entries), published)
     show_dice = metric.name != "dice"
     header = ["Rank", "Model", "Weights", "Epochs", "Size", "Seeds", f"{metric.name} (ranks)",
               f"{metric.name} 95% CI", "P(rank 1)", *(["Dice", "Dice 95% CI"] if show_dice else []),
@@ -260,7 +264,7 @@ def _dataset_section(dataset: str, runs: list[RunRecord], suite: Path, notes: li
     out += ["", *_footer(dv)]
     out += _extra(entries)
     out += _per_attribute(entries)
-    out += _references(dataset, entries, _Published(dataset, recipes))
+    out += _references(dataset, entries, published)
     if make_plots:
         out += _plots(dv, entries, suite, notes)
     return out, dv

@@ -29,8 +29,7 @@ log = logging.getLogger(__name__)
 CLAIM, HISTORY = "claim.json", "claims.log"
 DEFAULT_TIMEOUT = 600.0
 SKEW_TOLERANCE = 5.0  # seconds a heartbeat may lie in the future before the clock is called skewed
-_SEEN: dict[tuple[str, float], float] = {}  # (claim, heartbeat) -> when this process first saw it (monotonic)
-_WARNED: set[tuple[str, float]] = set()
+_SEEN: dict[str, tuple[float, float]] = {}  # claim -> (its heartbeat, when this process first saw that heartbeat)
 
 
 def claim_timeout() -> float:
@@ -104,12 +103,13 @@ def read_claim(run_dir: Path, timeout: float | None = None) -> HeldBy | None:
     limit = timeout or claim_timeout()
     # A heartbeat dated in the future (a holder with a skewed clock) has a negative age and would never go
     # stale: it is also stale once it has not moved for the timeout, as this process's own clock measures.
-    first = _SEEN.setdefault((str(path), mtime), time.monotonic())
-    if age < -SKEW_TOLERANCE and (str(path), mtime) not in _WARNED:
-        _WARNED.add((str(path), mtime))
-        log.warning("%s: heartbeat dated %.0f s in the future (a host with a skewed clock?); it goes stale after "
-                    "%.0f s without moving instead", path, -age, limit)
-    unmoved = time.monotonic() - first
+    seen = _SEEN.get(str(path))
+    if seen is None or seen[0] != mtime:  # one entry per claim file: the heartbeat last seen there
+        seen = _SEEN[str(path)] = (mtime, time.monotonic())
+        if age < -SKEW_TOLERANCE:
+            log.warning("%s: heartbeat dated %.0f s in the future (a host with a skewed clock?); it goes stale after "
+                        "%.0f s without moving instead", path, -age, limit)
+    unmoved = time.monotonic() - seen[1]
     return HeldBy(info=info, age=age, stale=age > limit or (age < -SKEW_TOLERANCE and unmoved > limit), mtime=mtime)
 
 
