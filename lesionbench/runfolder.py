@@ -92,7 +92,7 @@ class RunInfo(_Strict):
 
 
 class ChallengeScore(BaseModel):
-    """The dataset's own ranking metric (training/metrics.challenge_score)."""
+    """The dataset's own ranking metric (metrics/challenge.challenge_score)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -103,7 +103,7 @@ class ChallengeScore(BaseModel):
 
 
 class _Scores(_Strict):
-    """The test-set summary of training/metrics.summarize, shared by a run and its evaluations."""
+    """The test-set summary of metrics/scores.summarize, shared by a run and its evaluations."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -114,7 +114,7 @@ class _Scores(_Strict):
 
 
 class RunMetrics(_Scores):
-    """metrics.json: the test-set summary of training/metrics.summarize plus what identifies the run.
+    """metrics.json: the test-set summary of metrics/scores.summarize plus what identifies the run.
 
     Metric families are typed dicts of floats, so a new metric name needs no schema change. Other
     top-level sections are allowed (``extra="allow"``): a room that adds one (a new summary) must

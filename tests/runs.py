@@ -16,8 +16,8 @@ def fake_run(run_dir: Path, cfg: ExperimentConfig) -> Path:
     them (written through the run-folder models), around an untrained task (fast)."""
     from safetensors.torch import save_model
 
+    from lesionbench.metrics.scores import summarize
     from lesionbench.runfolder import WEIGHTS
-    from lesionbench.training.metrics import summarize
     from lesionbench.training.task import SegmentationTask
 
     task = SegmentationTask(cfg.model_dump(mode="json"))

@@ -165,7 +165,7 @@ def test_ddp_two_processes_test_each_image_once(synthetic_env: Path, tmp_path: P
     import lightning as L
 
     from lesionbench.data import SegmentationDataModule
-    from lesionbench.training.metrics import summarize
+    from lesionbench.metrics.scores import summarize
 
     exp = tmp_path / "ddp.yaml"
     exp.write_text("name: ddp\ndataset: {name: synthetic, image_size: 32, augmentation: none}\n"

@@ -114,8 +114,8 @@ def test_exported_model_with_documented_preprocessing_equals_predict(unet_run: P
     from lesionbench.inference.export import export_run
     from lesionbench.inference.load import load_run
     from lesionbench.inference.predict import predict_path
+    from lesionbench.metrics.scores import resize_logits_to
     from lesionbench.models import load_pretrained
-    from lesionbench.training.metrics import resize_logits_to
     export_run(unet_run, "safetensors", tmp_path / "st")
     meta = json.loads((tmp_path / "st" / "config.json").read_text())
     assert meta["preprocessing"] == describe(32)

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from lesionbench.errors import LesionBenchError
-from lesionbench.training.boundary import boundary_distances, image_boundary
-from lesionbench.training.challenge import PRIMARY, ValPrimary, primary_metric
-from lesionbench.training.metrics import (
+from lesionbench.metrics.boundary import boundary_distances, image_boundary
+from lesionbench.metrics.challenge import PRIMARY, ValPrimary, primary_metric
+from lesionbench.metrics.scores import (
     PerImageStats,
     ValDice,
     image_stats,

@@ -124,8 +124,8 @@ def test_test_metrics_recomputed_from_predicted_masks(nnunet_run: TinyRun) -> No
     """The saved masks are at each ground truth's own size (trained at 32 px) and give the CSV's numbers,
     boundary distances included (the same columns as every other run's)."""
     from lesionbench.data.decode import load_mask
-    from lesionbench.training.boundary import boundary_distances
-    from lesionbench.training.metrics import image_stats, per_image_metrics
+    from lesionbench.metrics.boundary import boundary_distances
+    from lesionbench.metrics.scores import image_stats, per_image_metrics
 
     run_dir = nnunet_run.run_dir
     rows = pd.read_csv(run_dir / "per_image.csv", dtype={"id": str}).set_index("id")

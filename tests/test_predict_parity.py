@@ -66,7 +66,7 @@ def test_model_input_is_the_test_batch_item(tiny_run: tuple[Path, Path], tiny_sy
 def test_predict_reproduces_per_image_csv(tiny_run: tuple[Path, Path], tiny_synthetic: Path, tmp_path: Path) -> None:
     from lesionbench.data.decode import load_mask
     from lesionbench.inference.predict import predict_files
-    from lesionbench.training.metrics import image_stats, per_image_metrics
+    from lesionbench.metrics.scores import image_stats, per_image_metrics
     run, work = tiny_run
     samples, _ = _test_samples(run, work, tiny_synthetic)
     predict_files(run, [s.image for s in samples], tmp_path / "sub", fmt="isic")

@@ -15,8 +15,8 @@ from runs import write_scored_run
 from lesionbench.config import ExperimentConfig, load_config
 from lesionbench.data.layouts import Sample
 from lesionbench.data.splits import make_split
+from lesionbench.metrics.challenge import primary_metric
 from lesionbench.reporting.references import DATASET_REFERENCES, recipe_published
-from lesionbench.training.challenge import primary_metric
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
@@ -34,7 +34,7 @@ def _published(name: str) -> list[dict]:
 
 def _run(run_dir: Path, cfg: ExperimentConfig) -> Path:
     """A finished run folder of ``cfg`` (its config.yaml as train() writes it), without building a model."""
-    from lesionbench.training.metrics import summarize
+    from lesionbench.metrics.scores import summarize
 
     ids = ["img0", "img1"]
     stats = torch.tensor([[[1.0, 1.0, 1.0, 1.0]] * cfg.num_classes] * len(ids))

@@ -224,7 +224,7 @@ def test_task2_per_attribute_table_means_over_seeds(tmp_path):
 
 def _write_scored_run(suite: Path, dataset: str, exp: str, seed: int, stats, boundary, classes) -> None:
     """A run folder as train() writes it, from per-image counts (the real summarize)."""
-    from lesionbench.training.metrics import summarize
+    from lesionbench.metrics.scores import summarize
 
     ids = [f"ISIC_{i:07d}" for i in range(len(stats))]
     metrics, rows = summarize(stats, ids, dataset, classes, boundary=boundary)

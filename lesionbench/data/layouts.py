@@ -36,7 +36,7 @@ class Layout:
     mask_exts: tuple[str, ...] = (".png",)
     class_names: tuple[str, ...] = ("lesion",)
     mask_threshold: int = 0  # binarise as value > threshold (JPEG masks need 127)
-    primary_metric: str = "jaccard"  # what the organisers rank by (training/challenge.py defines each)
+    primary_metric: str = "jaccard"  # what the organisers rank by (metrics/challenge.py defines each)
     subdir: str = ""  # folder name under $LESIONBENCH_DATA / the synthetic root
     source: str = ISIC_URL
     notes: str = ""

@@ -19,8 +19,8 @@ from PIL import Image
 from lesionbench.data.decode import Size, hw, load_mask, load_pair
 from lesionbench.data.layouts import Sample
 from lesionbench.io import atomic_write_json, read_json
-from lesionbench.training.boundary import image_boundary
-from lesionbench.training.metrics import image_stats, resize_logits_to, summarize
+from lesionbench.metrics.boundary import image_boundary
+from lesionbench.metrics.scores import image_stats, resize_logits_to, summarize
 from lesionbench.training.test_outputs import mask_files
 
 LABELS = {"background": 0, "lesion": 1}

@@ -21,7 +21,7 @@ from lesionbench.data.preprocess import eval_tensor, model_input
 from lesionbench.errors import LesionBenchError
 from lesionbench.inference.load import class_names, load_run, run_stats
 from lesionbench.inference.outputs import OutputFormat, plan
-from lesionbench.training.metrics import resize_logits_to
+from lesionbench.metrics.scores import resize_logits_to
 
 #: One colour per output channel (lesion red; Task 2 attributes in distinct hues).
 COLOURS = np.array([[230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25], [145, 30, 180]], np.uint8)

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 
 from lesionbench.data.layouts import LAYOUTS
+from lesionbench.metrics.challenge import PRIMARY, PrimaryMetric, primary_metric, ratio
+from lesionbench.metrics.scores import JACCARD_THRESHOLD, stats_from_rows
 from lesionbench.reporting.runs import RunRecord
 from lesionbench.reporting.stats import (
     detectable_difference,
@@ -26,8 +28,6 @@ from lesionbench.reporting.stats import (
     rank_bootstrap,
 )
 from lesionbench.suitefolder import Interval
-from lesionbench.training.challenge import PRIMARY, PrimaryMetric, primary_metric, ratio
-from lesionbench.training.metrics import JACCARD_THRESHOLD, stats_from_rows
 
 METRICS = [("dice", "Dice"), ("iou", "IoU"), ("thresholded_jaccard", "Thr. Jaccard"),
            ("precision", "Precision"), ("recall", "Recall")]

@@ -19,11 +19,11 @@ import pandas as pd
 
 from lesionbench.data.layouts import LAYOUTS
 from lesionbench.errors import LesionBenchError
+from lesionbench.metrics.challenge import primary_metric
+from lesionbench.metrics.scores import stats_from_rows
 from lesionbench.reporting.markdown import MISSING, esc, table
 from lesionbench.reporting.stats import mean_ci
 from lesionbench.runfolder import METRICS, RunFolderError, read_eval_metrics, read_metrics, read_per_image
-from lesionbench.training.challenge import primary_metric
-from lesionbench.training.metrics import stats_from_rows
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ OWN = "own test"
 
 
 def primary_per_image(dataset: str, rows: pd.DataFrame) -> tuple[str, np.ndarray]:
-    """(metric name, per-image values) of a binary dataset's ranking metric (training/challenge.py),
+    """(metric name, per-image values) of a binary dataset's ranking metric (metrics/challenge.py),
     recomputed from the per-image counts in per_image.csv."""
     metric = primary_metric(dataset)
     if metric.pooled:

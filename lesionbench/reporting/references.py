@@ -25,7 +25,7 @@ from lesionbench.config import (
     parse_config,
     read_yaml,
 )
-from lesionbench.training.metrics import JACCARD_THRESHOLD
+from lesionbench.metrics.scores import JACCARD_THRESHOLD
 
 #: Challenge-level references per dataset: (source, metric, value or None, definition, split / note).
 DATASET_REFERENCES: dict[str, list[tuple[str, str, float | None, str, str]]] = {

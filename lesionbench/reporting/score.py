@@ -4,8 +4,8 @@ the figures and JSON keys of the organisers' scorer (``isic-challenge-scoring``)
 Files as the ISIC challenges name them: ``<id>_segmentation.png`` (Task 1; ``_Segmentation`` in
 2016) or ``<id>_attribute_<name>.png`` (2018 Task 2), one prediction per ground-truth mask under
 the same name. Like the organisers' scorer, both are greyscale and binarised at > 128, and a
-prediction must have its ground truth's size. Metrics: training/metrics.py (counts, empty-mask
-policy), training/challenge.py (pooled Task 2 Jaccard), training/boundary.py (HD95, ASSD).
+prediction must have its ground truth's size. Metrics: metrics/scores.py (counts, empty-mask
+policy), metrics/challenge.py (pooled Task 2 Jaccard), metrics/boundary.py (HD95, ASSD).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from PIL import Image, UnidentifiedImageError
 
 from lesionbench.data.layouts import IMAGE_EXTS, is_junk
 from lesionbench.errors import LesionBenchError
-from lesionbench.training.boundary import BOUNDARY_POLICY, boundary_distances
-from lesionbench.training.metrics import image_stats, per_image_metrics, thresholded_jaccard
+from lesionbench.metrics.boundary import BOUNDARY_POLICY, boundary_distances
+from lesionbench.metrics.scores import image_stats, per_image_metrics, thresholded_jaccard
 
 Task = Literal["segmentation", "attribute"]
 BINARY_THRESHOLD = 128  # the organisers' scorer: value > 128 is foreground
@@ -170,7 +170,7 @@ def score_dataset_folder(truth_dir: str | Path, pred_dir: str | Path, dataset: s
     """
     from lesionbench.data.decode import load_mask
     from lesionbench.data.layouts import get_layout
-    from lesionbench.training.challenge import primary_metric
+    from lesionbench.metrics.challenge import primary_metric
 
     layout = get_layout(dataset)
     truth_dir, pred_dir = Path(truth_dir), Path(pred_dir)

@@ -172,7 +172,7 @@ def evaluate_run(run_dir: str | Path, dataset: str, split: str = "test", root: s
     from torch.utils.data import DataLoader
 
     from lesionbench.inference.load import load_run, run_stats
-    from lesionbench.training.metrics import summarize
+    from lesionbench.metrics.scores import summarize
 
     run_dir = Path(run_dir)
     out = eval_folder(run_dir, dataset, split)

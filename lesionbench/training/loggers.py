@@ -139,7 +139,7 @@ class WandbTestPanel(Callback):
     def _log(self, run: Any, trainer: Any, pl_module: Any) -> None:
         import wandb
 
-        from lesionbench.training.metrics import summarize
+        from lesionbench.metrics.scores import summarize
 
         dm = trainer.datamodule
         index, stats = pl_module.test_result

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from lesionbench.config import LossConfig, LossTerm
 from lesionbench.errors import LesionBenchError
-from lesionbench.training.metrics import resize_logits_to
+from lesionbench.metrics.scores import resize_logits_to
 
 #: Allowed ``options`` per loss name, with defaults (None = library default / off).
 LOSS_OPTIONS: dict[str, dict[str, float | None]] = {

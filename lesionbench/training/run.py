@@ -23,6 +23,7 @@ from lesionbench.config import ExperimentConfig
 from lesionbench.data import SegmentationDataModule
 from lesionbench.data.preprocess import describe
 from lesionbench.io import atomic_path, atomic_write_text
+from lesionbench.metrics.scores import summarize
 from lesionbench.runfolder import (
     WEIGHTS,
     Determinism,
@@ -51,7 +52,6 @@ from lesionbench.training.checkpoints import (
     set_aside_if_stale,
 )
 from lesionbench.training.loggers import build_loggers, close_loggers
-from lesionbench.training.metrics import summarize
 from lesionbench.training.profile import measure_cost
 from lesionbench.training.provenance import provenance
 from lesionbench.training.task import SegmentationTask, selection_monitor

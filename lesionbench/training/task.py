@@ -9,11 +9,11 @@ import lightning as L
 import torch
 
 from lesionbench.config import ExperimentConfig, PhaseConfig
+from lesionbench.metrics.boundary import image_boundary
+from lesionbench.metrics.challenge import ValPrimary
+from lesionbench.metrics.scores import PerImageStats, ValDice, image_stats, resize_logits_to
 from lesionbench.models import create_model, freeze, unfreeze
-from lesionbench.training.boundary import image_boundary
-from lesionbench.training.challenge import ValPrimary
 from lesionbench.training.losses import build_loss
-from lesionbench.training.metrics import PerImageStats, ValDice, image_stats, resize_logits_to
 from lesionbench.training.optim import build_optimizer, build_scheduler, init_weights
 
 #: The default validation metric for checkpoints, early stopping and Optuna: the dataset's primary metric.

@@ -29,7 +29,7 @@ from PIL import Image
 from lesionbench.data.decode import load_pair
 from lesionbench.data.layouts import TASK2_ATTRIBUTES
 from lesionbench.io import atomic_write_text
-from lesionbench.training.metrics import per_image_metrics
+from lesionbench.metrics.scores import per_image_metrics
 
 PREDICTIONS, INPUTS, SAMPLES = "predictions", Path("report") / "inputs", "samples.json"
 MAX_GRID, N_EXTREMES, THUMB = 8, 3, 512

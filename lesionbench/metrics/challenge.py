@@ -4,7 +4,7 @@ Every primary metric is ``sum(num) / sum(den)`` over test images of two per-imag
 bootstrap (resample images, recompute the ratio) and one paired test serve them all: a mean of
 per-image values has ``den = 1``; the ISIC 2018 Task 2 pooled Jaccard has, per image, its
 pixel-normalised TP and TP+FP+FN summed over the five attributes. 0/0 scores 1 (the empty-mask
-policy of ``training/metrics.py``). The dataset names its metric in ``data/layouts.py``.
+policy of ``metrics/scores.py``). The dataset names its metric in ``data/layouts.py``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from lesionbench.data.layouts import LAYOUTS
 from lesionbench.errors import LesionBenchError
-from lesionbench.training.metrics import JACCARD_THRESHOLD, per_image_metrics, thresholded_jaccard
+from lesionbench.metrics.scores import JACCARD_THRESHOLD, per_image_metrics, thresholded_jaccard
 
 
 @dataclass(frozen=True)

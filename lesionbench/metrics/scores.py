@@ -22,7 +22,7 @@ from torchmetrics.functional.classification import multilabel_stat_scores
 from torchmetrics.utilities import dim_zero_cat
 
 from lesionbench.errors import LesionBenchError
-from lesionbench.training.boundary import BOUNDARY_NAMES
+from lesionbench.metrics.boundary import BOUNDARY_NAMES
 
 STAT_NAMES = ("tp", "fp", "fn", "tn")
 METRIC_NAMES = ("dice", "iou", "precision", "recall", "specificity", "accuracy")
@@ -95,7 +95,7 @@ def summarize(stats: Tensor, ids: Sequence[str], dataset: str, class_names: Sequ
     metrics (mean over channels) + <class>_dice/_iou when C > 1 + hd95/assd + each channel's counts
     (tp, fp, fn, tn; <class>_tp, ... when C > 1), from which the leaderboard recomputes any metric.
     """
-    from lesionbench.training.challenge import challenge_score  # it builds on this module
+    from lesionbench.metrics.challenge import challenge_score  # it builds on this module
 
     stats = torch.as_tensor(stats, dtype=torch.float64).cpu()
     if stats.ndim != 3 or stats.shape[-1] != 4:
