@@ -430,21 +430,38 @@ def bench(
                             help="Training images of the timed ISIC 2018 epoch (default: 2594 on cuda)")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1,
                        help="CPU threads for both sides (default: auto, 1 on an oversubscribed machine)")] = None,
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Sections to run (repeatable): loader, "
+                    "training, consumption, inference, epoch (default: all)")] = None,
+    epoch_size: Annotated[Optional[str], typer.Option("--epoch-size", help="Network input of the timed epoch: "
+                          "S or HxW, e.g. 768x1024 (default: 224)")] = None,
+    epoch_batch: Annotated[Optional[int], typer.Option("--epoch-batch", min=1, help="Batch of the timed epoch")] = None,
 ) -> None:
     """Training throughput vs a bare PyTorch loop, cached vs uncached loader, inference latency.
 
-    Example: lesionbench bench --quick --out /tmp/perf ; lesionbench bench --device cuda --compile
+    Example: lesionbench bench --quick --out /tmp/perf ; lesionbench bench --device cuda --compile ;
+    lesionbench bench --device cuda --only epoch --epoch-size 768x1024 --epoch-batch 4 (`make gpu-check`)
     """
     from lesionbench.studies.bench import Settings, run_bench
 
     _quiet()
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise LesionBenchError(f"bench --device {device}: use cpu or cuda")
-    settings = Settings.for_mode(quick, device, models=list(models) if models else None, compile=compile_,
-                                 epoch_images=epoch_images, threads=threads)
+    parts = epoch_size.lower().split("x") if epoch_size else []
+    size = tuple(int(x) for x in parts if x.isdigit())
+    if epoch_size and (len(size) != len(parts) or len(size) not in (1, 2) or min(size) < 32):
+        raise LesionBenchError(f"bench --epoch-size {epoch_size}: give S or HxW, each at least 32 (e.g. 224 or 768x1024)")
+    try:
+        settings = Settings.for_mode(quick, device, models=list(models) if models else None, compile=compile_,
+                                     epoch_images=epoch_images, threads=threads, epoch_batch=epoch_batch,
+                                     epoch_size=(size[0] if len(size) == 1 else size) if size else None,
+                                     sections=tuple(only) if only else None)
+    except ValueError as err:  # an unknown --only section
+        raise LesionBenchError(str(err)) from None
     argv = ["lesionbench", "bench", *(["--quick"] if quick else []), "--out", str(out),
             *[x for m in models or [] for x in ("--models", m)], "--device", device, *(["--compile"] if compile_ else []),
-            *(["--epoch-images", str(epoch_images)] if epoch_images else []), *(["--threads", str(threads)] if threads else [])]
+            *(["--epoch-images", str(epoch_images)] if epoch_images else []), *(["--threads", str(threads)] if threads else []),
+            *[x for o in only or [] for x in ("--only", o)], *(["--epoch-size", epoch_size] if epoch_size else []),
+            *(["--epoch-batch", str(epoch_batch)] if epoch_batch else [])]
     if Path(sys.argv[0]).name == "lesionbench":  # the command as typed (e.g. by `make bench`)
         argv = ["lesionbench", *sys.argv[1:]]
     data = run_bench(out, settings, log=lambda msg: console.print(msg, markup=False, highlight=False), command=argv)

@@ -34,3 +34,56 @@ def synthetic_env(tiny_synthetic: Path, tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("LESIONBENCH_SYNTHETIC", str(tiny_synthetic))
     monkeypatch.setenv("LESIONBENCH_WORKDIR", str(tmp_path / "work"))
     return tiny_synthetic
+
+
+# ---------------------------------------------------------------------------- the fast tier's rule
+# A test that trains a model (Trainer.fit) or starts a process must be marked `slow`: the fast tier
+# (`pytest -m "not slow"`) stays under two minutes on two cores. This guard enforces the rule: it
+# watches the setup and call of every test not marked slow (module fixtures included, which set up
+# inside the first test that uses them) and fails the test, naming what it did.
+_DID: list[str] = []
+_GUARD = os.environ.get("LESIONBENCH_TEST_GUARD", "off")  # TODO(flip to "on" once every test is marked)
+
+
+def _watch(what: str, original):
+    def watched(*args, **kwargs):
+        _DID.append(what)
+        return original(*args, **kwargs)
+    return watched
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    _DID.clear()
+    with _fast_tier_watch(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    with _fast_tier_watch(item):
+        result = yield
+    if _DID and item.get_closest_marker("slow") is None:
+        what = ", ".join(sorted(set(_DID)))
+        _DID.clear()
+        pytest.fail(f"this test (or a fixture it sets up) {what} but is not marked @pytest.mark.slow", pytrace=False)
+    return result
+
+
+def _fast_tier_watch(item: pytest.Item):
+    import contextlib
+    import multiprocessing
+    import subprocess
+    from unittest import mock
+
+    if item.get_closest_marker("slow") is not None or _GUARD == "off":
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(mock.patch.object(subprocess.Popen, "__init__",
+                                          _watch("starts a process", subprocess.Popen.__init__)))
+    stack.enter_context(mock.patch.object(multiprocessing.Process, "start",
+                                          _watch("starts a process", multiprocessing.Process.start)))
+    from lightning.pytorch import Trainer
+
+    stack.enter_context(mock.patch.object(Trainer, "fit", _watch("trains a model (Trainer.fit)", Trainer.fit)))
+    return stack

@@ -116,3 +116,32 @@ def test_ratio_target_needs_the_ci_to_be_within_one_percent(ratio: float, halfwi
                 "224": {"paper002": {"speedup": 8.0}, "model": "a", "loader_model_ratio": 2.5}}}}
     target = evaluate(data)[0]
     assert target["met"] is met and note in target["where"] and target["target"].startswith(">= 0.99")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_only_epoch_at_a_non_square_size_writes_just_that_section(tmp_path: Path) -> None:
+    """The GPU check's shape (`make gpu-check`: --only epoch --epoch-size HxW --epoch-batch), run on CPU."""
+    out = tmp_path / "gpu"
+    result = CliRunner().invoke(app, ["bench", "--quick", "--out", str(out), "--models", "test-unet", "--threads", "1",
+                                      "--only", "epoch", "--epoch-size", "48x64", "--epoch-batch", "2"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "perf.json").read_text())
+    assert [k for k in ("loader", "training", "consumption", "inference", "epoch") if k in data] == ["epoch"]
+    e = data["epoch"]
+    assert e["size"] == [48, 64] and e["batch"] == 2 and e["precision"] == "32-true" and e["peak_gpu_mb"] is None
+    assert data["targets"] == [] and "--epoch-size 48x64" in data["command"]
+    md = (out / "perf.md").read_text()
+    assert "48x64 px, batch 2" in md and "## Training throughput" not in md
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("args", [["--epoch-size", "7x9"], ["--epoch-size", "big"], ["--only", "gpu"]])
+def test_bad_bench_options_are_one_line(args: list[str], tmp_path: Path) -> None:
+    """A LesionBenchError, which `main` prints as one line with exit 2, before anything runs."""
+    from lesionbench.errors import LesionBenchError
+
+    result = CliRunner().invoke(app, ["bench", "--quick", "--out", str(tmp_path), *args])
+    assert isinstance(result.exception, LesionBenchError), result.output
+    assert str(result.exception).startswith(f"bench {args[0]} ") and "\n" not in str(result.exception)
+    assert not (tmp_path / "perf.json").exists()

@@ -76,8 +76,14 @@ def test_scheduler_learning_rates(name: str, steps: int, options: dict, expected
 
 
 def test_one_cycle_without_momentum_and_runs_exactly_total_steps() -> None:
-    conf, lr = lr_after("one-cycle", 20, opt_name="adagrad")  # adagrad has no momentum/betas to cycle
-    assert lr < LR / 25
+    """4 epochs x 5 steps: the 20th optimizer step runs at the schedule's final LR, and Lightning's
+    scheduler step after it is the last one allowed (a 21st training step would be refused)."""
+    conf, lr = lr_after("one-cycle", 19, opt_name="adagrad")  # adagrad has no momentum/betas to cycle
+    assert conf["scheduler"].total_steps == 20
+    assert lr == pytest.approx(LR / 25 / 1e4, rel=1e-6)  # the LR of the 20th (last) optimizer step
+    conf["scheduler"].step()  # after the 20th step: still within total_steps
+    with pytest.raises(ValueError, match="total steps is 20"):
+        conf["scheduler"].step()  # after a 21st: beyond epochs x steps_per_epoch
 
 
 def test_cosine_warmup_paper002_and_custom_fraction() -> None:

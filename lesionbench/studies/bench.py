@@ -159,29 +159,37 @@ def bench_inference(s: Settings, log: Callable[[str], None]) -> dict[str, Any]:
 
 
 def bench_epoch(s: Settings, root: Path, work: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    """One ISIC 2018 Task 1 epoch (train + validation) at ``epoch_size`` from full-size images."""
+    """One ISIC 2018 Task 1 epoch (train + validation) at ``epoch_size`` from full-size images, with
+    mixed precision on CUDA; on CUDA the allocator's peak over the epoch is recorded."""
     from lesionbench.data import SegmentationDataModule
+    from lesionbench.data.decode import hw
     from lesionbench.studies import bench_measure as m
     from lesionbench.training.task import SegmentationTask
     from lesionbench.training.trainer import build_trainer
 
-    done = _phase(f"ISIC 2018 epoch ({s.epoch_images} images, {s.epoch_size} px)", log)
+    height, width = hw(s.epoch_size)
+    done = _phase(f"ISIC 2018 epoch ({s.epoch_images} images, {height}x{width} px)", log)
     name = s.models[0]
     cfg = m.experiment(name, root, s.epoch_size, s.epoch_batch, s.device, s.workers, augmentation="paper002",
                        compiled=s.compile)
+    cfg = cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"precision": m.amp_precision(s.device)})})
     dm = SegmentationDataModule.from_experiment(cfg)
     t = time.perf_counter()
     dm.setup("fit")
     build = time.perf_counter() - t
     task = SegmentationTask(cfg.model_dump(mode="json"))
     trainer, _ = build_trainer(cfg, task.phases[0], work / "epoch-run" / "ckpt", work / "epoch-run", [], progress=False)
+    cuda = s.device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(s.device)
     t = time.perf_counter()
     trainer.fit(task, datamodule=dm)
     seconds = time.perf_counter() - t
     done()
-    return {"model": name, "images": len(dm.train_ids), "val_images": len(dm.val_ids), "size": s.epoch_size,
-            "batch": s.epoch_batch, "augmentation": "paper002", "cache_build_s": build, "epoch_s": seconds,
-            "img_s": len(dm.train_ids) / seconds}
+    return {"model": name, "images": len(dm.train_ids), "val_images": len(dm.val_ids), "size": [height, width],
+            "batch": s.epoch_batch, "augmentation": "paper002", "precision": cfg.trainer.precision,
+            "cache_build_s": build, "epoch_s": seconds, "img_s": len(dm.train_ids) / seconds,
+            "peak_gpu_mb": torch.cuda.max_memory_allocated(s.device) / 2**20 if cuda else None}
 
 
 def run_bench(out: Path, settings: Settings, log: Callable[[str], None] = print,
@@ -212,11 +220,15 @@ def run_bench(out: Path, settings: Settings, log: Callable[[str], None] = print,
         done = _phase("full-size synthetic data", log)
         root, epoch_root = full_size_data(work, s)
         done()
-        data["loader"] = bench_loader(s, root, log)
-        data["training"] = bench_training(s, root, work, log)
-        data["consumption"] = bench_rates(s, data["loader"], log)
-        data["inference"] = bench_inference(s, log)
-        data["epoch"] = bench_epoch(s, epoch_root, work, log)
+        sections: dict[str, Callable[[], dict[str, Any]]] = {
+            "loader": lambda: bench_loader(s, root, log),
+            "training": lambda: bench_training(s, root, work, log),
+            "consumption": lambda: bench_rates(s, data["loader"], log),
+            "inference": lambda: bench_inference(s, log),
+            "epoch": lambda: bench_epoch(s, epoch_root, work, log),
+        }
+        for section in s.sections:
+            data[section] = sections[section]()
     finally:
         shutil.rmtree(work, ignore_errors=True)
         torch.set_num_threads(saved[0])

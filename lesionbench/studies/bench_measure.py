@@ -41,7 +41,14 @@ def autocast(device: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def experiment(model: str, data_root: Path, size: int, batch: int, device: str, workers: int,
+def amp_precision(device: str) -> str:
+    """Mixed precision on CUDA (bf16 where supported, else fp16 with a loss scaler); fp32 on CPU."""
+    if not device.startswith("cuda"):
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def experiment(model: str, data_root: Path, size: int | tuple[int, int], batch: int, device: str, workers: int,
                augmentation: str = "none", steps: int | None = None, cache: bool = True,
                compiled: bool = False) -> ExperimentConfig:
     """The config a user would write for this measurement (synthetic ISIC 2018 layout, no weights)."""

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 
 DEFAULT_MODELS = ("smp:Unet/resnet34", "resnet50-unet", "mobilenet-unet")
+#: The bench's sections in the order they run; ``--only`` picks some (loader and consumption go together).
+SECTIONS = ("loader", "training", "consumption", "inference", "epoch")
 ISIC2018_TRAIN = 2594  # images in the official ISIC 2018 Task 1 training set
 
 
@@ -44,8 +46,9 @@ class Settings:
     infer_batches: tuple[int, ...] = (1, 32)
     infer_repeats: int = 2
     epoch_images: int = 16
-    epoch_size: int = 224
+    epoch_size: int | tuple[int, int] = 224  # network input of the timed epoch: S or (H, W)
     epoch_batch: int = 4
+    sections: tuple[str, ...] = SECTIONS
 
     @classmethod
     def for_mode(cls, quick: bool, device: str, **overrides: Any) -> Settings:
@@ -60,7 +63,13 @@ class Settings:
                            loader_images=4,
                            loader_batch=2, loader_reps=1, rate_batch=2, rate_steps=1, infer_size=64,
                            infer_repeats=1, epoch_images=4, epoch_batch=2)
-        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        base = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        unknown = [x for x in base.sections if x not in SECTIONS]
+        if unknown:
+            raise ValueError(f"bench --only {', '.join(unknown)}: choose from {', '.join(SECTIONS)}")
+        if {"loader", "consumption"} & set(base.sections):  # the loader's ratios need the model's rates
+            base = replace(base, sections=tuple(x for x in SECTIONS if x in {*base.sections, "loader", "consumption"}))
+        return base
 
 
 
@@ -82,7 +91,8 @@ def full_size_data(work: Path, s: Settings) -> tuple[Path, Path]:
     ``epoch_images`` training images (rendering thousands of full-size images would dominate)."""
     from lesionbench.data.synthetic import write_all
 
-    need = max(s.loader_images, s.train_batch * (s.warmup + s.steps) + 1)
+    need = max(s.loader_images if "loader" in s.sections else 1,
+               s.train_batch * (s.warmup + s.steps) + 1 if "training" in s.sections else 1, 8)
     src = write_all(work / "full", counts={"isic2018": {"train": need, "val": 1, "test": 1}}, full_size=True,
                     datasets=("isic2018",))
     return src, replicate(src, work / "epoch", s.epoch_images)
