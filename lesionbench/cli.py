@@ -16,7 +16,6 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from lesionbench.config import safe_folder_name
 from lesionbench.errors import LesionBenchError
@@ -34,7 +33,8 @@ def _rank_zero() -> bool:
         return True
 
 
-console = Console(quiet=not _rank_zero())
+# Not a terminal (a pipe, a log): lines are never wrapped at 80 columns, so scripts and grep see whole lines.
+console = Console(quiet=not _rank_zero(), soft_wrap=not sys.stdout.isatty())
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
 Out = Annotated[Path, typer.Option("--out", help="Results folder (one sub-folder per suite)")]
@@ -75,15 +75,92 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+SuiteOpt = Annotated[Optional[str], typer.Option("--suite", help="Suite: a bundled name (demo, matrix, ...; found "
+                     "from any folder), a suite file's path, or the name `run --models` printed")]
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _planned(experiments: Optional[list[Path]], suite: Optional[str], models: Optional[str], dataset: Optional[str],
+             seeds: Optional[str], overrides: list[str], quick: bool, synthetic: bool) -> tuple:
+    """(the suite or None, every planned run): from --suite, --models/--dataset, and experiment files or names."""
+    from lesionbench.studies.suite import expand_experiment, expand_suite, load_suite, models_suite
+
+    example = "e.g. lesionbench run --models unet,unet-residual,pspnet --dataset kvasir-seg"
+    if (models or dataset or seeds) and not (models and dataset):
+        raise LesionBenchError(f"--models and --dataset go together ({example})")
+    if models and suite:
+        raise LesionBenchError("give --suite or --models, not both")
+    if not (experiments or suite or models):
+        raise LesionBenchError(f"give experiment files or names, --suite NAME or --models ({example}; "
+                               "lesionbench run --suite demo)")
+    if seeds and not all(s.lstrip("-").isdigit() for s in _csv(seeds)):
+        raise LesionBenchError(f"--seeds {seeds!r}: give integers, e.g. --seeds 0,1,2")
+    loaded = (models_suite(_csv(models), _csv(dataset), [int(s) for s in _csv(seeds)] if seeds else None)
+              if models else load_suite(suite) if suite else None)
+    runs = expand_suite(loaded, overrides, quick, synthetic) if loaded is not None else []
+    for exp in experiments or []:
+        runs += expand_experiment(exp, overrides, quick, synthetic)
+    return loaded, runs
+
+
+def _preflight(runs: list, check_data: bool) -> None:
+    """Every problem that would stop a run, one line each, then exit 2: before anything trains."""
+    from lesionbench.studies.preflight import problems
+
+    found = problems(runs, check_data=check_data)
+    for line in found:
+        _print_error(line)
+    if found:
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _plan_row(r) -> list[str]:
+    c = r.config
+    return [r.name, c.dataset.name, c.model.name, str(c.dataset.image_size),
+            str(sum(p.epochs for p in c.resolved_phases())), str(len(c.resolved_phases())), str(c.trainer.seed)]
+
+
+def _for_workers(experiments: Optional[list[Path]], suite: Optional[str], built, suite_dir: Path) -> tuple:
+    """Experiments and suite as files a worker process finds from anywhere; a --models suite is saved in its
+    results folder (`status --suite NAME` and the workers read it back)."""
+    from lesionbench.bundled import find_experiment, find_suite
+
+    experiments = [find_experiment(e).resolve() for e in experiments or []]
+    if built is not None:
+        from lesionbench.io import atomic_write_text
+        from lesionbench.studies.status import SUITE_FILE
+
+        suite_dir.mkdir(parents=True, exist_ok=True)
+        path = atomic_write_text(suite_dir / SUITE_FILE, "# written by `lesionbench run --models`\n"
+                                 + _yaml(built.model_dump(exclude_defaults=True)))
+        return experiments, str(path.resolve())
+    path = find_suite(suite) if suite else None
+    return experiments, str(path.resolve()) if path is not None and (Path(suite).suffix or "/" in suite) else suite
+
+
+def _yaml(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False)
+
+
 @app.command()
 def run(
-    experiments: Annotated[Optional[list[Path]], typer.Argument(help="Experiment YAML files")] = None,
-    suite: Annotated[Optional[str], typer.Option("--suite", help="Suite name in experiments/suites/")] = None,
+    experiments: Annotated[Optional[list[Path]], typer.Argument(help="Experiment YAML files or bundled names, "
+                                                                "e.g. kvasir_resnet50_unet")] = None,
+    suite: SuiteOpt = None,
+    models: Annotated[Optional[str], typer.Option("--models", help="Compare these models on --dataset with the "
+                      "fair recipe (experiments/_fair_base.yaml), e.g. unet,unet-residual,pspnet")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset(s) of --models, e.g. kvasir-seg")] = None,
+    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Seeds of --models (default 0,1,2)")] = None,
     out: Out = Path("results"),
     set_: SetOpt = None,
     quick: Quick = False,
     synthetic: Synth = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs, train nothing")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check and list the runs, train nothing")] = False,
     logger: LoggerOpt = None,
     wandb_checkpoints: WandbCkpt = False,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes on this machine (one GPU each)")] = 1,
@@ -100,44 +177,33 @@ def run(
     worker_index: Annotated[int, typer.Option("--worker-index", hidden=True)] = 0,
     exit_when_idle: Annotated[bool, typer.Option("--exit-when-idle", hidden=True)] = False,
 ) -> None:
-    """Train and test experiments or a whole suite; finished runs are skipped on re-run.
+    """Train and test experiments, a suite, or a few models on one dataset; finished runs are skipped on re-run.
 
-    Any number of `run` processes may share one --out: each run is claimed before it trains.
-    Example: lesionbench run --suite demo ; lesionbench run experiments/isic2018_fct_resnet50.yaml --synthetic --quick
+    Experiments and suites are files or bundled names, found from any folder. Every run is checked (model,
+    options, weights, data root) before the first trains. Any number of `run` processes may share one --out.
+    Example: lesionbench run --models unet,unet-residual,pspnet --dataset kvasir-seg ;
+    lesionbench run --suite demo ; lesionbench run isic2018_fct_resnet50 --synthetic --quick ;
+    lesionbench run --suite path/to/my_suite.yaml --dry-run
     Scale out: lesionbench run --suite matrix --workers 4 --gpus 0,1,2,3 ; lesionbench run --suite matrix --slurm
     """
-    from lesionbench.studies.suite import (
-        cross_evaluate,
-        expand_experiment,
-        expand_suite,
-        leaderboard_due,
-        load_suite,
-        run_all,
-        suite_dir_name,
-    )
+    from lesionbench.studies.preflight import fetch_all
+    from lesionbench.studies.suite import cross_evaluate, leaderboard_due, run_all, suite_dir_name
 
     _quiet()
-    if not experiments and not suite:
-        raise LesionBenchError("give experiment files or --suite NAME (e.g. lesionbench run --suite demo)")
     overrides = list(set_ or []) + _logger_overrides(logger, wandb_checkpoints)
-    runs, name = [], suite or "adhoc"
-    if suite:
-        loaded = load_suite(suite)
-        name = loaded.name
-        runs += expand_suite(loaded, overrides, quick, synthetic)
-    for exp in experiments or []:
-        runs += expand_experiment(exp, overrides, quick, synthetic)
+    loaded, runs = _planned(experiments, suite, models, dataset, seeds, overrides, quick, synthetic)
+    name = loaded.name if loaded is not None else "adhoc"
     suite_dir = out / suite_dir_name(name, quick, synthetic)
+    _preflight(runs, check_data=not slurm)
     if dry_run:
-        table = Table(title=f"{len(runs)} runs → {suite_dir}")
-        for col in ("run", "dataset", "model", "size", "epochs", "phases", "seed"):
-            table.add_column(col, overflow="fold")
-        for r in runs:
-            c = r.config
-            table.add_row(r.name, c.dataset.name, c.model.name, str(c.dataset.image_size),
-                          str(sum(p.epochs for p in c.resolved_phases())), str(len(c.resolved_phases())), str(c.trainer.seed))
-        console.print(table)
+        from lesionbench.cli_scale import print_rows
+
+        print_rows(console, f"{len(runs)} runs → {suite_dir}", ["run", "dataset", "model", "size", "epochs", "phases",
+                                                                "seed"], [_plan_row(r) for r in runs])
         return
+    experiments, suite = _for_workers(experiments, suite, loaded if models else None, suite_dir)
+    if not (slurm or worker):
+        fetch_all(runs)  # weights an offline machine lacks: one line before anything trains
     _ensure_synthetic(runs)
     if worker or slurm or workers > 1:
         from lesionbench import cli_scale
@@ -159,9 +225,15 @@ def run(
         statuses = run_all(runs, suite_dir, name, view.update, progress=view.bars)
         cross_evaluate(runs, suite_dir, view.update)  # runs finished earlier whose evaluations are missing
     due = leaderboard_due(statuses, suite_dir, since)  # whoever completes the suite writes it, once
-    if due:
-        _write_leaderboard(suite_dir)
-    if view.finish(statuses, str(suite_dir / "leaderboard.md") + (" (written)" if due else "")):
+    written = _write_leaderboard(suite_dir) if due else None
+    board = suite_dir / "leaderboard.md"
+    failed = view.finish(statuses, f"{written} (written)" if written else f"{board} (unchanged)" if board.is_file()
+                         else "not written (no run finished)")
+    if models:
+        flags = " --quick" * quick + " --synthetic" * synthetic + (f" --out {out}" if out != Path("results") else "")
+        view.plain(f"this comparison is the suite {name}: lesionbench status --suite {name}{flags} ; "
+                   f"lesionbench leaderboard --suite {name}{flags}")
+    if failed:
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -215,24 +287,36 @@ def _write_leaderboard(suite_dir: Path) -> Path | None:
 
 @app.command()
 def leaderboard(
-    suite: Annotated[str, typer.Option("--suite", help="Suite folder name under --out")] = "demo",
+    suite: Annotated[str, typer.Option("--suite", help="As given to `run` (a bundled name or a suite file), the name "
+                                       "`run --models` printed, or a results folder's name (a tune study's)")] = "demo",
     out: Out = Path("results"),
+    quick: Quick = False,
+    synthetic: Synth = False,
 ) -> None:
     """Regenerate results/<suite>/leaderboard.md from the run folders.
 
-    Example: lesionbench leaderboard --suite demo
+    Example: lesionbench leaderboard --suite demo ; lesionbench leaderboard --suite path/to/my_suite.yaml --quick
     """
-    suite_dir = out / safe_folder_name(suite, "--suite")
-    if not suite_dir.is_dir():
-        raise LesionBenchError(f"{suite_dir}: no such results folder (run `lesionbench run --suite {suite}` first)")
-    path = _write_leaderboard(suite_dir)
+    from lesionbench.studies.status import suite_folder
+
+    found = suite_folder(suite, out, quick, synthetic)
+    if not found.folder.is_dir():
+        raise LesionBenchError(f"{found.folder}: no such results folder (run `lesionbench run --suite {suite}` first)")
+    if found.note:
+        _print_note(found.note)
+    path = _write_leaderboard(found.folder)
     console.print(path.read_text() if path else "")
     console.print(f"written: {path}")
 
 
+def _print_note(text: str) -> None:
+    """A note beside a command's output, on stderr: scripts reading stdout see only the output."""
+    Console(stderr=True, soft_wrap=True).print(f"note: {text}", markup=False, highlight=False)
+
+
 @app.command()
 def status(
-    suite: Annotated[str, typer.Option("--suite", help="Suite name or file, as given to `run`")],
+    suite: SuiteOpt,
     out: Out = Path("results"),
     set_: SetOpt = None,
     quick: Quick = False,
@@ -240,16 +324,20 @@ def status(
 ) -> None:
     """Finished / running (worker, host) / failed / waiting runs of a suite, read from its run folders alone.
 
+    The same --suite as `run` (name or file); a run finished with other --set values is listed as finished.
     Example: lesionbench status --suite demo ; lesionbench status --suite matrix --out /shared/results
     """
     from lesionbench.cli_scale import print_states
-    from lesionbench.studies.status import suite_status
-    from lesionbench.studies.suite import expand_suite, load_suite, suite_dir_name
+    from lesionbench.studies.status import suite_folder, suite_status
+    from lesionbench.studies.suite import expand_suite, load_suite
 
-    loaded = load_suite(suite)
-    runs = expand_suite(loaded, list(set_ or []), quick, synthetic)
-    suite_dir = out / suite_dir_name(loaded.name, quick, synthetic)
-    print_states(console, suite_status(runs, suite_dir), str(suite_dir))
+    found = suite_folder(suite, out, quick, synthetic)
+    if found.suite is None:
+        load_suite(suite)  # not a suite: its one-line error, with the known names
+    if found.note:
+        _print_note(found.note)
+    runs = expand_suite(found.suite, list(set_ or []), found.quick, found.synthetic)
+    print_states(console, suite_status(runs, found.folder), str(found.folder))
 
 
 @app.command()
@@ -261,15 +349,12 @@ def models(
 
     Example: lesionbench models --smp-counts
     """
+    from lesionbench.cli_scale import print_rows
     from lesionbench.models import list_models
 
-    table = Table(title="LesionBench models")
-    for col in ("name", "from", "input", "params", "heads"):
-        table.add_column(col)
-    for info in list_models(with_params="all" if smp_counts else True):
-        table.add_row(info.name, info.source, str(info.input_size),
-                      f"{info.params:,}" if info.params else "—", str(info.heads))
-    console.print(table)
+    rows = [[info.name, info.source, str(info.input_size), f"{info.params:,}" if info.params else "—", str(info.heads)]
+            for info in list_models(with_params="all" if smp_counts else True)]
+    print_rows(console, "LesionBench models", ["name", "from", "input", "params", "heads"], rows)
     console.print("Any segmentation-models-pytorch model: smp:<Arch>/<encoder>, e.g. smp:DeepLabV3Plus/resnet50")
 
 
@@ -364,7 +449,8 @@ def export(
 
 @app.command()
 def tune(
-    experiment: Annotated[Path, typer.Argument(help="Experiment YAML with a tune: section")],
+    experiment: Annotated[Path, typer.Argument(help="Experiment with a tune: section: a YAML file or a bundled "
+                                               "name, e.g. kvasir_resnet50_unet")],
     n_trials: Annotated[Optional[int], typer.Option("--n-trials", help="Trials for this worker (default: grid size, else tune.n_trials, else 20)")] = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds after which no new trial starts")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Sampler seed (same on every worker)")] = None,
@@ -382,7 +468,7 @@ def tune(
 ) -> None:
     """Optuna study around the run function; re-run to continue it, start more workers to share it.
 
-    Example: lesionbench tune experiments/kvasir_resnet50_unet.yaml --synthetic --quick
+    Example: lesionbench tune kvasir_resnet50_unet --synthetic --quick
     """
     if study_name is not None:  # before the heavy imports: bad input fails fast
         safe_folder_name(study_name, "--study-name")
@@ -404,17 +490,20 @@ def tune(
 
         ensure(default_root())
     result = run_study(experiment, opts, on_trial=on_trial)
-    table = Table(title=f"Study {result.study_name}")
-    for col in ("trial", "state", "params", "val dice", "note"):
-        table.add_column(col, overflow="fold")
-    for t in result.trials:
-        table.add_row(str(t["number"]), t["state"], str(t["params"]),
-                      f"{t['value']:.4f}" if t["value"] is not None else "", t.get("reason") or "")
-    console.print(table)
+    from lesionbench.cli_scale import print_rows
+    from lesionbench.reporting.trials import ranked_trials
+
+    metric = result.metric
+    rows = [[str(t["number"]), t["state"], str(t["params"]), f"{t['value']:.4f}" if t["value"] is not None else "",
+             f"{t['test']:.4f}" if t.get("test") is not None else "", t.get("reason") or ""]
+            for t in ranked_trials(result.trials, result.direction)]
+    print_rows(console, f"Study {result.study_name}: {len(rows)} trials, best first",
+               ["trial", "state", "params", metric, "test dice", "note"], rows)
     for note in result.notes:
         console.print(f"note: {note}", markup=False)
     if result.best:
-        console.print(f"best: trial {result.best['number']} val/dice={result.best['value']:.4f} {result.best['params']}")
+        console.print(f"best: trial {result.best['number']} {metric}={result.best['value']:.4f} {result.best['params']}",
+                      markup=False, highlight=False)
         console.print(f"written: {result.best_yaml} (lesionbench run {result.best_yaml}), {result.study_dir / 'leaderboard.md'}")
     console.print(f"dashboard: optuna-dashboard {result.storage}", markup=False)
 
@@ -552,6 +641,14 @@ def main() -> None:
         code = EXIT_INTERRUPTED
     except SystemExit as err:
         code = EXIT_INTERRUPTED if interrupted else err.code
+    except OSError as err:  # a read-only folder or a full disk met outside the commands' own checks: one line
+        from lesionbench.io import refused_write
+
+        refused = refused_write(err)
+        if refused is None:
+            raise
+        _print_error(str(refused))
+        code = EXIT_BAD_INPUT
     if code == EXIT_INTERRUPTED:
         Console(stderr=True).print("interrupted: finished runs are kept; re-run the same command to resume",
                                    highlight=False)

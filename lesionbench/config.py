@@ -60,7 +60,10 @@ def safe_folder_name(name: str, what: str) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Unknown keys are errors; a validated config is frozen (change one with ``model_copy(update=...)``
+    or by loading it again), so what a run was given is what it records."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 #: Names that meant a write-up by the word "seed" before 0.3 (the random seed keeps that word).
@@ -101,10 +104,20 @@ class DatasetConfig(_Strict):
         return sides[0] if len(set(sides)) == 1 else tuple(sides)
 
 
+def default_weights() -> str:
+    """$LESIONBENCH_WEIGHTS (read through settings), else imagenet."""
+    return settings().weights.strip() or "imagenet"
+
+
 class ModelConfig(_Strict):
     name: str = "smp:Unet/resnet34"
     options: dict[str, Any] = Field(default_factory=dict)
     init: InitName = Field("none", description="Init of decoder/head weights; pretrained encoders untouched")
+    default_weights: str = Field(
+        default_factory=default_weights,
+        description="Encoder weights of a model that takes them when options.weights is not set: imagenet | "
+                    "none | PATH. Taken from $LESIONBENCH_WEIGHTS when a config without it is loaded, so "
+                    "config.yaml and the config hash record the weights the run was built with")
 
 
 class LossTerm(_Strict):
@@ -254,6 +267,8 @@ class ExperimentConfig(_Strict):
         if isinstance(data, dict) and "seed_ref" in data:
             raise ValueError("key 'seed_ref' is now called 'paper' (which write-up a recipe reproduces); "
                              "rename it in the config")
+        if isinstance(data, dict) and data.get("engine") == "nnunet" and data.get("nnunet") is None:
+            data = {**data, "nnunet": {}}  # engine: nnunet with nnU-Net's defaults
         return data
 
     @field_validator("name")
@@ -270,8 +285,6 @@ class ExperimentConfig(_Strict):
             if self.num_classes != 1:
                 raise ValueError(f"engine: nnunet supports binary datasets only; {self.dataset.name} has "
                                  f"{self.num_classes} overlapping masks (use engine: lightning)")
-            if self.nnunet is None:
-                self.nnunet = NnUNetConfig()
         elif self.nnunet is not None:
             raise ValueError("nnunet: options given but engine is lightning (set engine: nnunet or drop them)")
         return self
@@ -285,9 +298,9 @@ class ExperimentConfig(_Strict):
         phases = self.phases or [PhaseConfig(name="train")]
         out = []
         for p in phases:
-            opt = (p.optimizer or self.optimizer).model_copy()
+            opt = p.optimizer or self.optimizer
             if p.lr is not None:
-                opt.lr = p.lr
+                opt = opt.model_copy(update={"lr": p.lr})
             out.append(p.model_copy(update={
                 "epochs": p.epochs or self.trainer.epochs,
                 "optimizer": opt,
@@ -315,6 +328,8 @@ class ExperimentConfig(_Strict):
         for dotted in HASH_NULLED:  # hashed as unset, so a hash from before the field was left out stays valid
             section, _, key = dotted.partition(".")
             data[section][key] = None
+        if "weights" in self.model.options:  # the model's own weights win: the default is not used
+            data["model"].pop("default_weights", None)
         for dotted, default in HASH_DEFAULTS.items():  # a field added later: left out at its default (old hashes hold)
             section, _, key = dotted.partition(".")
             if data.get(section, {}).get(key, default) == default:
@@ -353,7 +368,7 @@ HASH_NULLED = ("dataset.root",)
 
 #: Fields added after hashes were recorded: hashed only when set to something other than this
 #: default, so every config that leaves them alone keeps its old hash.
-HASH_DEFAULTS: dict[str, Any] = {"trainer.checkpoint": "best"}
+HASH_DEFAULTS: dict[str, Any] = {"trainer.checkpoint": "best", "model.default_weights": "imagenet"}
 
 # ----------------------------------------------------------------------------- loading
 

@@ -12,6 +12,7 @@ and read as version 1.
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,7 +27,8 @@ RUN_INFO, METRICS, PER_IMAGE = "run.json", "metrics.json", "per_image.csv"
 #: The final weights of a finished run (model only, no optimiser state), beside config.yaml.
 WEIGHTS = "model.safetensors"
 
-RunStatus = Literal["running", "finished", "failed", "pruned"]
+#: "interrupted": stopped while it trained (Ctrl-C, scancel, a requeue); its claim was released, it resumes from last.ckpt
+RunStatus = Literal["running", "finished", "failed", "pruned", "interrupted"]
 
 
 class RunFolderError(LesionBenchError):
@@ -154,6 +156,17 @@ class PerImageRow(BaseModel):
     accuracy: float
 
 
+@dataclass
+class RunResult:
+    """What training a run returns, whichever engine trained it."""
+
+    run_dir: Path
+    status: str
+    metrics: RunMetrics | None = None  # what metrics.json holds (rank zero of a finished run)
+    best_val: float | None = None
+    error: str | None = None
+
+
 def _one_line(path: Path, err: ValidationError, what: str = "") -> str:
     e = err.errors()[0]
     key = ".".join(str(p) for p in e["loc"]) or "<root>"
@@ -275,3 +288,24 @@ def read_phase_done(path: str | Path) -> PhaseDone:
 
 def write_phase_done(path: str | Path, done: PhaseDone) -> Path:
     return atomic_write_json(path, done.model_dump(mode="json"))
+
+
+# ---- what the test loop saves beside its numbers (training/test_outputs.py writes them; the visual
+# report, `lesionbench score` and anyone checking a score read them)
+
+#: Every test prediction as 0/255 PNG masks at the image's original size, named by ``mask_files``.
+PREDICTIONS = "predictions"
+#: The visual report's inputs: thumbnails of the images it shows, their ground truth, ``SAMPLES``.
+INPUTS = Path("report") / "inputs"
+#: Which test images the report shows (grid, best, worst) with their Dice scores and class names.
+SAMPLES = "samples.json"
+
+
+def mask_files(image_id: str, class_names: list[str] | tuple[str, ...]) -> list[str]:
+    """One file name per output channel, as the ISIC challenges name submitted masks."""
+    from lesionbench.data.layouts import TASK2_ATTRIBUTES
+
+    if tuple(class_names) == TASK2_ATTRIBUTES:
+        return [f"{image_id}_attribute_{n}.png" for n in class_names]
+    return [f"{image_id}_segmentation.png"] if len(class_names) == 1 else \
+        [f"{image_id}_{n}_segmentation.png" for n in class_names]

@@ -44,7 +44,8 @@ class Settings(BaseModel):
     workdir: Path | None = Field(None, description="Where splits and caches go (default <root>/.lesionbench)")
     synthetic: Path | None = Field(None, description="Synthetic replica root (default ./data/synthetic)")
     experiments: Path | None = Field(None, description="experiments/ folder (default ./experiments)")
-    weights: str = Field("imagenet", description="Encoder weights when a model does not name them: imagenet | none | PATH")
+    weights: str = Field("imagenet", description="Encoder weights when a model does not name them: imagenet | none | "
+                                                 "PATH; read into a config's model.default_weights when it is loaded")
     wandb_api_key: str | None = None
     wandb_mode: str | None = Field(None, description="online | offline | disabled; default offline without an API key")
     wandb_init_timeout: float = Field(60.0, gt=0)

@@ -138,15 +138,52 @@ def test_good_folder_names_pass() -> None:
 
 # ----------------------------------------------------------------------------- the environment, read in one place
 
-def test_weights_default_is_read_when_a_model_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lesionbench.models.weights import DEFAULT_WEIGHTS, weights_kind
+@pytest.mark.timeout(60)
+def test_weights_variable_is_recorded_in_the_config_and_its_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """$LESIONBENCH_WEIGHTS is resolved into model.default_weights when a config is loaded: config.yaml says
+    which weights a run used and the hash changes with them; a config read back keeps what it recorded."""
+    from lesionbench.config import parse_config
+
+    monkeypatch.delenv("LESIONBENCH_WEIGHTS", raising=False)
+    plain = load_config(None)
+    assert plain.model.default_weights == "imagenet" and plain.config_hash() == ExperimentConfig().config_hash()
+    monkeypatch.setenv("LESIONBENCH_WEIGHTS", "none")
+    offline = load_config(None)
+    assert offline.model.default_weights == "none" and "default_weights: none" in offline.to_yaml()
+    assert offline.config_hash() != plain.config_hash()
+    monkeypatch.setenv("LESIONBENCH_WEIGHTS", "imagenet")  # a run folder's config.yaml, read in another shell
+    again = parse_config(yaml.safe_load(offline.to_yaml()))
+    assert again.model.default_weights == "none" and again.config_hash() == offline.config_hash()
+    named = load_config(None, ["model.options.weights=imagenet"])  # weights the model names: the variable is unused
+    monkeypatch.setenv("LESIONBENCH_WEIGHTS", "none")
+    assert load_config(None, ["model.options.weights=imagenet"]).config_hash() == named.config_hash()
+
+
+@pytest.mark.timeout(120)
+def test_a_model_is_built_with_the_weights_its_config_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lesionbench.training.run import network_config
+    from lesionbench.training.task import create_network
 
     monkeypatch.setenv("LESIONBENCH_WEIGHTS", "none")
-    assert weights_kind(DEFAULT_WEIGHTS) == "none"
-    monkeypatch.setenv("LESIONBENCH_WEIGHTS", "imagenet")
-    assert weights_kind(DEFAULT_WEIGHTS) == "imagenet"
-    monkeypatch.delenv("LESIONBENCH_WEIGHTS")
-    assert weights_kind(DEFAULT_WEIGHTS) == "imagenet" and weights_kind("none") == "none"
+    cfg = load_config(None, ["model.name=smp:Unet/resnet18", "dataset.image_size=32"])
+    monkeypatch.setenv("LESIONBENCH_WEIGHTS", "imagenet")  # changed after loading: the recorded none is built
+    assert create_network(network_config(cfg)).weights_id == "none"  # (imagenet would download here)
+    scratch = load_config(None, ["model.name=unet"])  # takes no encoder weights: nothing is added
+    assert network_config(scratch) is scratch
+
+
+@pytest.mark.timeout(60)
+def test_a_loaded_config_is_frozen() -> None:
+    """Validated once, then read only: what a run was given is what it records (copies change it)."""
+    from pydantic import ValidationError
+
+    cfg = load_config(None, ["optimizer.lr=1e-3"], values={"phases": [{"name": "head", "lr": 1e-2}, {"name": "all"}]})
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.trainer.seed = 7
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.optimizer = cfg.optimizer.model_copy(update={"lr": 1.0})
+    assert [p.optimizer.lr for p in cfg.resolved_phases()] == [1e-2, 1e-3] and cfg.optimizer.lr == 1e-3
+    assert ExperimentConfig(engine="nnunet").nnunet.configuration == "2d"
 
 
 def test_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

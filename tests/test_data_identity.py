@@ -91,7 +91,7 @@ def test_relative_roots_are_absolute_when_loaded(tmp_path: Path, monkeypatch: py
 
 @pytest.mark.timeout(30)
 def test_run_json_records_the_cpu_and_old_run_json_still_reads(tmp_path: Path) -> None:
-    from lesionbench.training.provenance import provenance
+    from lesionbench.lifecycle.provenance import provenance
 
     info = RunInfo.model_validate({"status": "finished", "run": "r", "experiment": "e", "config_hash": "0" * 16,
                                    "data_content": "1" * 16, **provenance()})

@@ -14,7 +14,8 @@ from runs import kill_when
 
 from lesionbench.config import ExperimentConfig
 from lesionbench.io import read_json
-from lesionbench.training.run import is_finished, train
+from lesionbench.lifecycle import is_finished
+from lesionbench.training.run import train
 
 TINY_MODEL = {"name": "unet", "options": {"base_channels": 8}}
 
@@ -182,9 +183,11 @@ def test_ddp_two_processes_test_each_image_once(synthetic_env: Path, tmp_path: P
     metrics = read_json(run_dir / "metrics.json")
     # the same best weights (model.safetensors + config.yaml) tested in this single process
     from lesionbench.inference.load import load_run
+    from lesionbench.training.task import SegmentationTask
     assert metrics["best_checkpoint"] == "model.safetensors"
-    task, _ = load_run(run_dir)
-    dm = SegmentationDataModule.from_experiment(task.cfg)
+    run = load_run(run_dir)
+    task = SegmentationTask(run.cfg, net=run.network)
+    dm = SegmentationDataModule.from_experiment(run.cfg)
     L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False).test(task, datamodule=dm, verbose=False)
     index, stats = task.test_result
     single, _ = summarize(stats, [dm.test_ids[i] for i in index.tolist()], "synthetic", dm.class_names)

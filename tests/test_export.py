@@ -30,12 +30,12 @@ def unet_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _reference(run: Path, x: torch.Tensor) -> torch.Tensor:
     from lesionbench.inference.load import load_run
-    task, _ = load_run(run)
     with torch.no_grad():
-        out = task.model(x)
+        out = load_run(run).network(x)
     return out[-1] if isinstance(out, list) else out
 
 
+@pytest.mark.timeout(120)
 def test_safetensors_three_line_load_is_identical(unet_run: Path, tmp_path: Path) -> None:
     from lesionbench.inference.export import export_run
     path = export_run(unet_run, "safetensors", tmp_path / "st")
@@ -53,6 +53,7 @@ def test_safetensors_three_line_load_is_identical(unet_run: Path, tmp_path: Path
 @pytest.mark.parametrize("model,size", [({"name": "unet", "options": {"base_channels": 8}}, 32),
                                         ({"name": "test-pspnet", "options": {}}, 64),
                                         ({"name": "unet", "options": {"base_channels": 8}}, [24, 40])])
+@pytest.mark.timeout(120)
 def test_onnx_and_torchscript_match_pytorch(model: dict, size: int | list[int], tmp_path: Path) -> None:
     """Batch axis is dynamic (exported with 1 image, run with 3); PSPNet's 3 and 6 bins do not divide
     its feature map, which plain ONNX pooling cannot express; a run at H×W (paper 004) exports at H×W."""
@@ -73,6 +74,7 @@ def test_onnx_and_torchscript_match_pytorch(model: dict, size: int | list[int], 
         assert (ts(x) - want).abs().max() < 1e-4
 
 
+@pytest.mark.timeout(120)
 def test_adaptive_pool_replacement_is_exact() -> None:
     from lesionbench.inference.export import _AdaptiveAvgPoolAsMatmul
     x = torch.arange(2 * 3 * 8 * 10, dtype=torch.float32).reshape(2, 3, 8, 10)
@@ -83,12 +85,14 @@ def test_adaptive_pool_replacement_is_exact() -> None:
     assert _AdaptiveAvgPoolAsMatmul((1, 3))(row).flatten().tolist() == [0.5, 1.5, 2.5]
 
 
+@pytest.mark.timeout(120)
 def test_unknown_format(unet_run: Path, tmp_path: Path) -> None:
     from lesionbench.inference.export import export_run
     with pytest.raises(LesionBenchError, match="unknown export format"):
         export_run(unet_run, "tflite", tmp_path)  # type: ignore[arg-type]
 
 
+@pytest.mark.timeout(120)
 def test_dilated_same_padding_runs_in_onnxruntime(tmp_path: Path) -> None:
     """FCT's dilated padding='same' convs: ORT rejects SAME auto-padding with dilation; exportable() fixes it."""
     import onnxruntime as ort
@@ -106,6 +110,7 @@ def test_dilated_same_padding_runs_in_onnxruntime(tmp_path: Path) -> None:
         assert np.abs(got - net(x).numpy()).max() < 1e-5
 
 
+@pytest.mark.timeout(120)
 def test_exported_model_with_documented_preprocessing_equals_predict(unet_run: Path, tmp_path: Path) -> None:
     """config.json names the one preprocessing (data/preprocess.py); following it reproduces predict."""
     from PIL import Image
@@ -113,7 +118,6 @@ def test_exported_model_with_documented_preprocessing_equals_predict(unet_run: P
     from lesionbench.data.preprocess import describe, model_input
     from lesionbench.inference.export import export_run
     from lesionbench.inference.load import load_run
-    from lesionbench.inference.predict import predict_path
     from lesionbench.metrics.scores import resize_logits_to
     from lesionbench.models import load_pretrained
     export_run(unet_run, "safetensors", tmp_path / "st")
@@ -124,5 +128,4 @@ def test_exported_model_with_documented_preprocessing_equals_predict(unet_run: P
     x, size = model_input(image, meta["preprocessing"]["image_size"])
     with torch.no_grad():
         probs = resize_logits_to(load_pretrained(tmp_path / "st").eval()(x[None]), size)[0].sigmoid().numpy()
-    task, cfg = load_run(unet_run)
-    assert size == (70, 90) and np.array_equal(probs, predict_path(task.model, cfg, image))
+    assert size == (70, 90) and np.array_equal(probs, load_run(unet_run).predict(image))

@@ -44,6 +44,7 @@ def _image(path: Path, w: int, h: int, seed: int = 0) -> Path:
     return path
 
 
+@pytest.mark.timeout(120)
 def test_load_run_errors(tmp_path: Path) -> None:
     with pytest.raises(LesionBenchError, match="no such run folder"):
         from lesionbench.inference.load import load_run
@@ -55,18 +56,24 @@ def test_load_run_errors(tmp_path: Path) -> None:
         load_run(tmp_path / "r")
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_load_run_matches_checkpoint(trained_run: Path) -> None:
     from lesionbench.inference.load import load_run
-    task, cfg = load_run(trained_run)
-    assert cfg.model.name == "unet" and cfg.dataset.image_size == 32 and not task.training
+    run = load_run(trained_run)
+    cfg = run.cfg
+    assert cfg.model.name == "unet" and cfg.dataset.image_size == 32 and not run.network.training
+    assert run.engine == "lightning" and run.threshold == 0.5 and run.class_names == ("lesion",)
     rel = json.loads((trained_run / "metrics.json").read_text())["best_checkpoint"]
     from safetensors.torch import load_file
     state = load_file(trained_run / rel)  # a finished run keeps the model's tensors only
-    assert state.keys() == task.model.state_dict().keys()
-    for k, v in task.model.state_dict().items():
+    assert state.keys() == run.network.state_dict().keys()
+    for k, v in run.network.state_dict().items():
         assert torch.equal(v, state[k]), k
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_predict_two_sizes_binary_masks(trained_run: Path, tmp_path: Path) -> None:
     from lesionbench.inference.predict import predict_files
     a, b = _image(tmp_path / "a.png", 50, 37, 1), _image(tmp_path / "b.jpg", 23, 61, 2)
@@ -78,53 +85,58 @@ def test_predict_two_sizes_binary_masks(trained_run: Path, tmp_path: Path) -> No
         assert Image.open(tmp_path / "out" / f"{stem}_overlay.png").size == (w, h)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_predict_matches_test_metrics_and_tta(trained_run: Path) -> None:
-    """Without TTA, predict_array reproduces the run's own per-image Dice of a test image."""
+    """Without TTA, predict on an array reproduces the run's own per-image Dice of a test image."""
     import csv
 
     from lesionbench.data import SegmentationDataModule
     from lesionbench.data.decode import load_pair
     from lesionbench.inference.load import load_run
-    from lesionbench.inference.predict import predict_array
-    task, cfg = load_run(trained_run)
+    run = load_run(trained_run)
+    cfg = run.cfg
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LESIONBENCH_WORKDIR", str(trained_run.parent / "work2"))
         dm = SegmentationDataModule.from_experiment(cfg)
         dm.setup("test")
         sample = dm.parts["test"][0]
         image, gt = load_pair(sample, dm.layout.mask_threshold)
-    pred = predict_array(task.model, cfg, image) > 0.5
+    pred = run.predict(image) > 0.5
     tp, fp, fn = (pred & (gt > 0)).sum(), (pred & (gt == 0)).sum(), (~pred & (gt > 0)).sum()
     dice = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
     rows = {r["id"]: float(r["dice"]) for r in csv.DictReader(open(trained_run / "per_image.csv"))}
     assert dice == pytest.approx(rows[sample.id], abs=1e-6)
-    probs = predict_array(task.model, cfg, image, tta=True)
+    probs = run.predict(image, tta=True)
     assert probs.shape == gt.shape and 0 <= probs.min() <= probs.max() <= 1
 
 
 @pytest.mark.parametrize("model", [{"name": "unet", "options": {"base_channels": 8}},
                                    {"name": "test-fct-resnet", "options": {}}])
+@pytest.mark.timeout(120)
 def test_every_cam_method_two_families(model: dict, tmp_path: Path) -> None:
     from lesionbench.inference.explain import METHODS, explain_array, explain_file
     from lesionbench.inference.load import load_run
     run = fake_run(tmp_path / "run", _cfg(model, size=32))
-    task, cfg = load_run(run)
+    loaded = load_run(run)
+    model, cfg = loaded.network, loaded.cfg
     image = np.asarray(Image.open(_image(tmp_path / "x.png", 45, 30)).convert("RGB"))
     runs = [(m, None) for m in METHODS] + [("gradcam", "last"), ("cam", "bottleneck")]
     for method, layer in runs:  # default layers: cam -> last, every other method -> bottleneck
         if True:
-            heat = explain_array(task.model, cfg, image, method, layer)
+            heat = explain_array(model, cfg, image, method, layer)
             assert heat.shape == (30, 45) and np.isfinite(heat).all(), (method, layer)
             assert 0.0 <= heat.min() and heat.max() <= 1.0, (method, layer)
     path = explain_file(run, tmp_path / "x.png", tmp_path / "cams", "gradcam++")
     assert path.name == "x_gradcampp_bottleneck.png" and path.read_bytes()[:8] == PNG
     assert Image.open(path).size == (45, 30)
     with pytest.raises(LesionBenchError, match="unknown CAM method"):
-        explain_array(task.model, cfg, image, "nope")
+        explain_array(model, cfg, image, "nope")
 
 
+@pytest.mark.timeout(120)
 def test_error_map_colours() -> None:
-    from lesionbench.inference.predict import FN_COLOUR, FP_COLOUR, TP_COLOUR, error_map
+    from lesionbench.data.drawing import FN_COLOUR, FP_COLOUR, TP_COLOUR, error_map
     pred = np.array([[1, 1], [0, 0]], bool)
     gt = np.array([[1, 0], [1, 0]], bool)
     e = error_map(pred, gt)
@@ -132,6 +144,8 @@ def test_error_map_colours() -> None:
     assert tuple(e[1, 0]) == FN_COLOUR and tuple(e[1, 1]) == (0, 0, 0)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_visual_report(trained_run: Path, tiny_synthetic: Path) -> None:
     from lesionbench.reporting.visual import write_run_report
     with pytest.MonkeyPatch.context() as mp:
@@ -151,6 +165,8 @@ def test_visual_report(trained_run: Path, tiny_synthetic: Path) -> None:
     assert not (trained_run / "report" / "curves.png").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_visual_report_draws_from_the_run_folder_alone(trained_run: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """17.2: a run folder copied to a machine without the data (and without building the data module
@@ -176,6 +192,8 @@ def test_visual_report_draws_from_the_run_folder_alone(trained_run: Path, tmp_pa
     assert max(Image.open(copy / "report" / "inputs" / f"{picked['grid'][0]}.jpg").size) <= 512
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_saved_predictions_rescore_to_per_image_csv(trained_run: Path, tiny_synthetic: Path, tmp_path: Path) -> None:
     """predictions/ holds the very masks the test loop scored, named as the ISIC challenge names them:
     ``lesionbench score`` on them gives per_image.csv's Dice for every test image."""
@@ -196,19 +214,20 @@ def test_saved_predictions_rescore_to_per_image_csv(trained_run: Path, tiny_synt
     assert report.result["macro_average"]["dice"] == pytest.approx(rows["dice"].mean(), abs=1e-9)
 
 
+@pytest.mark.timeout(120)
 def test_cam_at_last_layer_is_classic_cam(tmp_path: Path) -> None:
     """Before a 1×1 conv head, Grad-CAM = ReLU(logit - bias), min-max scaled (Zhou et al.'s CAM)."""
     from lesionbench.inference.explain import explain_array
     from lesionbench.inference.load import load_run
-    task, cfg = load_run(fake_run(tmp_path / "run", _cfg({"name": "unet", "options": {"base_channels": 8}})))
+    run = load_run(fake_run(tmp_path / "run", _cfg({"name": "unet", "options": {"base_channels": 8}})))
+    model = run.network
     image = np.asarray(Image.open(_image(tmp_path / "x.png", 32, 32, 3)).convert("RGB"))
-    heat = explain_array(task.model, cfg, image, "cam")
-    from lesionbench.inference.load import eval_transform
-    x = eval_transform(cfg)(image=image)["image"].unsqueeze(0)
+    heat = explain_array(model, run.cfg, image, "cam")
+    x = run.preprocess(image)[0].unsqueeze(0)
     with torch.no_grad():
-        logit = task.model(x)[0, 0]
+        logit = model(x)[0, 0]
     # the target mask (predicted, or all pixels) only scales the channel weights, by its mean
-    cam = torch.relu(logit - task.model.head.bias[0]).detach().numpy()
+    cam = torch.relu(logit - model.head.bias[0]).detach().numpy()
     cam = (cam - cam.min()) / (cam.max() - cam.min() + 1e-7)
     assert np.abs(heat - cam).max() < 1e-3
 
@@ -218,6 +237,7 @@ def _ds_cfg(dataset: str) -> ExperimentConfig:
     return cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"name": dataset})})
 
 
+@pytest.mark.timeout(120)
 def test_predict_isic_format_is_only_challenge_masks(tmp_path: Path) -> None:
     """Task 1: <id>_segmentation.png only; Task 2: the five <id>_attribute_<name>.png; 0/255, L, original size."""
     from lesionbench.data.layouts import TASK2_ATTRIBUTES
@@ -248,6 +268,7 @@ def test_predict_isic_format_is_only_challenge_masks(tmp_path: Path) -> None:
     assert not (tmp_path / "t5").exists() or not list((tmp_path / "t5").iterdir())  # refused before writing
 
 
+@pytest.mark.timeout(120)
 def test_predict_never_overwrites_silently(tmp_path: Path) -> None:
     from lesionbench.inference.predict import predict_files
     run = fake_run(tmp_path / "run", _ds_cfg("isic2018"))
@@ -266,6 +287,7 @@ def test_predict_never_overwrites_silently(tmp_path: Path) -> None:
     assert sorted(again) == sorted(first)
 
 
+@pytest.mark.timeout(120)
 def test_predict_unwritable_out_is_one_line(tmp_path: Path) -> None:
     from lesionbench.inference.predict import predict_files
     run = fake_run(tmp_path / "run", _ds_cfg("isic2018"))

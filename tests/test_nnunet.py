@@ -48,7 +48,7 @@ def test_config_engine_is_validated_and_old_hashes_stay() -> None:
 
 def test_missing_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from lesionbench.engines import nnunet_setup
-    from lesionbench.training.run import train
+    from lesionbench.studies.train import train
 
     monkeypatch.setattr(nnunet_setup.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(LesionBenchError, match=r"pip install 'lesionbench\[nnunet\]'") as err:
@@ -78,7 +78,7 @@ def nnunet_run(tiny_synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -
     """Start the run through the CLI, kill it (process group) during nnU-Net's training, run it again."""
     from runs import kill_when
 
-    from lesionbench.training.run import train
+    from lesionbench.studies.train import train
 
     tmp = tmp_path_factory.mktemp("nnunet")
     ours = {"LESIONBENCH_SYNTHETIC": str(tiny_synthetic), "LESIONBENCH_WORKDIR": str(tmp / "work")}
@@ -103,7 +103,7 @@ def nnunet_run(tiny_synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -
 @needs_nnunet
 @pytest.mark.slow
 def test_run_folder_is_complete(nnunet_run: TinyRun) -> None:
-    from lesionbench.training.run import is_finished
+    from lesionbench.lifecycle import is_finished
 
     run_dir, cfg = nnunet_run.run_dir, nnunet_run.cfg
     for name in ("config.yaml", "run.json", "metrics.json", "per_image.csv"):
@@ -194,7 +194,7 @@ def test_cpu_runs_are_reproducible_by_default_and_others_say_not() -> None:
 def test_same_config_gives_the_same_nnunet_result(nnunet_run: TinyRun, tmp_path: Path) -> None:
     """A second run of the killed-and-resumed fixture's config, with default workers, repeats it byte for byte
     (the kill came before any checkpoint: 1 epoch, nnU-Net saves its latest every 50)."""
-    from lesionbench.training.run import train
+    from lesionbench.studies.train import train
 
     info = json.loads((nnunet_run.run_dir / "run.json").read_text())["nnunet"]
     assert info["reproducible"] is True and info["augmentation_workers"] == 0 and "why_not" not in info
@@ -291,7 +291,7 @@ def test_images_seen_recorded_and_matched_to_the_recipe(nnunet_run: TinyRun) -> 
 def test_lightning_runs_record_images_seen(synthetic_env: Path, tmp_path: Path) -> None:
     """The same column for Lightning rows: epochs x training images."""
     from lesionbench.data import SegmentationDataModule
-    from lesionbench.training.run import train
+    from lesionbench.studies.train import train
 
     cfg = parse_config({"name": "seen", "dataset": {"name": "isic2018", "root": "synthetic", "image_size": 32,
                                                     "subset": 6},
@@ -377,3 +377,15 @@ def test_task2_leaderboard_states_nnunet_unsupported(tmp_path: Path) -> None:
     sections = {s.split("`")[0]: s for s in board.split("## Dataset `")[1:]}
     assert "**Unsupported:** nnU-Net (engine: nnunet)" in sections["isic2018-task2"]
     assert "Unsupported" not in sections["isic2018"]
+
+
+@needs_nnunet
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_finished_run_keeps_only_the_final_weights(nnunet_run: TinyRun) -> None:
+    """Like every other run, a finished nnU-Net run keeps one set of weights: nnU-Net's checkpoint_final.pth
+    in its trained-model layout (its predictor reads it); checkpoint_best / _latest, as large, are gone."""
+    run_dir = nnunet_run.run_dir
+    kept = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*.pth"))
+    assert [p.name for p in kept] == ["checkpoint_final.pth"] and kept[0].parent.name == "fold_0", kept
+    assert str(kept[0]) == json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]

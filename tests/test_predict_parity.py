@@ -1,4 +1,5 @@
-"""``predict`` scores exactly what the test loop scored: same input tensor, same resize back (issue 16.2)."""
+"""``predict`` scores exactly what the test loop scored: same input tensor, same batches, same resize back
+(issues 16.2 and 24.2)."""
 
 from __future__ import annotations
 
@@ -13,21 +14,23 @@ from PIL import Image
 from lesionbench.config import ExperimentConfig
 
 
-@pytest.fixture(scope="module", params=[("imagenet", 32), ("dataset", 32), ("imagenet", [32, 48])],
-                ids=["imagenet", "dataset", "imagenet-32x48"])
+@pytest.fixture(scope="module", params=[("imagenet", 32, {}), ("dataset", 32, {}), ("imagenet", [32, 48], {}),
+                                        ("imagenet", 32, {"precision": "bf16-mixed", "channels_last": True})],
+                ids=["imagenet", "dataset", "imagenet-32x48", "bf16-channels-last"])
 def tiny_run(request: pytest.FixtureRequest, tiny_synthetic: Path,
              tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A real one-epoch training at 32 px, or at a non-square 32×48 as paper 004's 767×1022 (images
     are 48-72 px JPEGs, so resizing matters); the high learning rate gives non-trivial masks, so a
-    different resize changes the per-image scores."""
+    different resize changes the per-image scores. The last trains (and tests) in bfloat16 autocast with
+    channels-last tensors: predict must run the network as the test loop did."""
     from lesionbench.training.run import train
     tmp = tmp_path_factory.mktemp("parity")
-    normalize, size = request.param
+    normalize, size, hardware = request.param
     cfg = ExperimentConfig.model_validate({
         "name": "parity", "dataset": {"name": "synthetic", "image_size": size, "augmentation": "none",
                                               "normalize": normalize},  # paper 003: its training split's stats
         "model": {"name": "unet", "options": {"base_channels": 8}}, "optimizer": {"lr": 0.02},
-        "trainer": {"epochs": 1, "batch_size": 4, "accelerator": "cpu", "devices": 1}})
+        "trainer": {"epochs": 1, "batch_size": 4, "accelerator": "cpu", "devices": 1, **hardware}})
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LESIONBENCH_SYNTHETIC", str(tiny_synthetic))
         mp.setenv("LESIONBENCH_WORKDIR", str(tmp / "work"))
@@ -38,7 +41,7 @@ def tiny_run(request: pytest.FixtureRequest, tiny_synthetic: Path,
 def _test_samples(run: Path, work: Path, tiny_synthetic: Path) -> tuple[list, object]:
     from lesionbench.data import SegmentationDataModule
     from lesionbench.inference.load import load_run
-    _, cfg = load_run(run)
+    cfg = load_run(run).cfg
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LESIONBENCH_SYNTHETIC", str(tiny_synthetic))
         mp.setenv("LESIONBENCH_WORKDIR", str(work))
@@ -47,23 +50,32 @@ def _test_samples(run: Path, work: Path, tiny_synthetic: Path) -> tuple[list, ob
     return dm.parts["test"], dm
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_model_input_is_the_test_batch_item(tiny_run: tuple[Path, Path], tiny_synthetic: Path) -> None:
     from lesionbench.data.preprocess import model_input
-    from lesionbench.inference.load import load_run, run_stats
+    from lesionbench.inference.load import load_run
     run, work = tiny_run
     samples, dm = _test_samples(run, work, tiny_synthetic)
     loader_items = dm.test_dataloader().dataset
-    stats = run_stats(load_run(run)[0].model)  # recorded in metrics.json by the run
+    loaded = load_run(run)
+    stats = loaded.preprocess.stats  # recorded in metrics.json by the run
     assert stats == (tuple(dm.mean), tuple(dm.std))
-    size_in = load_run(run)[1].dataset.image_size
+    size_in = loaded.cfg.dataset.image_size
     for i, s in enumerate(samples):
         x, size = model_input(s.image, size_in, "none", stats)
         assert x.shape[-2:] == ((32, 32) if size_in == 32 else (32, 48))
         assert torch.equal(x, loader_items[i]["image"]), s.id
         assert size == tuple(loader_items[i]["orig_mask"].shape[-2:])
+        y, original = loaded.preprocess(s.image)
+        assert torch.equal(y, x) and original == size
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_predict_reproduces_per_image_csv(tiny_run: tuple[Path, Path], tiny_synthetic: Path, tmp_path: Path) -> None:
+    """The masks predict writes are the very masks the test loop saved (predictions/), and rescore to
+    per_image.csv within 1e-9 (not 1e-6: batched as the test loop batched)."""
     from lesionbench.data.decode import load_mask
     from lesionbench.inference.predict import predict_files
     from lesionbench.metrics.scores import image_stats, per_image_metrics
@@ -76,7 +88,31 @@ def test_predict_reproduces_per_image_csv(tiny_run: tuple[Path, Path], tiny_synt
     assert len({r["dice"] for r in rows.values()}) > 2  # not all-empty predictions: the check has teeth
     for s in samples:
         pred = np.asarray(Image.open(tmp_path / "sub" / f"{s.image.stem}_segmentation.png")) > 127
+        scored = np.asarray(Image.open(run / "predictions" / f"{s.id}_segmentation.png")) > 127
+        assert np.array_equal(pred, scored), s.id
         gt = load_mask(s.masks[0], 0)
         stats = image_stats(torch.from_numpy(pred)[None, None], torch.from_numpy(gt.astype(bool))[None, None])
         for name, value in per_image_metrics(stats).items():
-            assert float(value) == pytest.approx(float(rows[s.id][name]), abs=1e-6), (s.id, name)
+            assert float(value) == pytest.approx(float(rows[s.id][name]), abs=1e-9), (s.id, name)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_predict_runs_the_test_loops_batches(tiny_run: tuple[Path, Path], tiny_synthetic: Path) -> None:
+    """The network sees the test split in batches of trainer.batch_size (4), not one image at a time,
+    and each image's probabilities do not depend on which call it came in."""
+    from lesionbench.inference.load import load_run
+    run, work = tiny_run
+    samples, _ = _test_samples(run, work, tiny_synthetic)
+    loaded = load_run(run)
+    seen: list[int] = []
+    hook = loaded.network.register_forward_hook(lambda _m, inputs, _o: seen.append(len(inputs[0])))
+    try:
+        batched = loaded.predict([s.image for s in samples])
+    finally:
+        hook.remove()
+    assert loaded.batch_size == loaded.cfg.trainer.batch_size == 4
+    assert seen == [4] * (len(samples) // 4) + ([len(samples) % 4] if len(samples) % 4 else [])
+    assert len(batched) == len(samples) and all(p.dtype == np.float32 for p in batched)
+    again = loaded.predict([s.image for s in samples[:4]])
+    assert all(np.array_equal(a, b) for a, b in zip(again, batched[:4], strict=True))

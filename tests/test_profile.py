@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from lesionbench.training import profile
+from lesionbench.lifecycle import profile
 
 
 def _tiny() -> nn.Module:
@@ -53,3 +53,17 @@ def test_describe_device_names_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     assert profile.describe_device("cuda") == "cuda:0 (Fake GPU 0)"
     assert profile.describe_device("cuda:1") == "cuda:1 (Fake GPU 1)"
     assert profile.describe_device("cpu") == "cpu"
+
+
+@pytest.mark.timeout(60)
+def test_flops_are_the_multiply_accumulates_torch_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GMACs come from torch.utils.flop_counter (no fvcore): a conv layer's MACs, counted by hand."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "fvcore", None)  # not installed: importing it fails
+    monkeypatch.setitem(sys.modules, "fvcore.nn", None)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 1))
+    h, w = 16, 24
+    macs = h * w * 8 * (3 * 3 * 3) + h * w * 2 * 8  # per output pixel and channel: k*k*C_in multiply-adds
+    assert profile.count_flops(model, (h, w)) == macs
+    assert profile.measure_cost(model, (h, w))["flops"] == macs

@@ -170,9 +170,9 @@ def test_leaderboard_is_deterministic_and_trials_are_embedded(suite, tmp_path):
         {"number": 1, "state": "TrialState.PRUNED", "params": {"lr": 1e-4}, "value": None},
         {"number": 0, "state": "COMPLETE", "params": {"lr": 0.001, "batch": 8}, "value": 0.8},
     ])
-    text = path.read_text()
-    assert "_No finished runs yet._" in text and "## Optuna trials" in text
-    assert text.index("| 0 | COMPLETE | batch=8, lr=0.001 | 0.8000 |") < text.index("| 1 | PRUNED | lr=0.0001 | — |")
+    text = path.read_text()  # a study's board lists its trials, best first (issue 25 item 2: never as seeds)
+    assert "## Optuna trials" in text and "Seeds" not in text
+    assert text.index("| 1 | 0 | 8 | 0.001 | 0.8000 | — | COMPLETE |") < text.index("| — | 1 | — | 0.0001 | — | — | PRUNED |")
 
 
 def test_read_curves_merges_train_and_val_rows(tmp_path):

@@ -17,8 +17,9 @@ from runs import fake_run
 
 from lesionbench.config import ExperimentConfig
 from lesionbench.errors import LesionBenchError
+from lesionbench.lifecycle import is_finished
 from lesionbench.runfolder import read_metrics, read_run_info
-from lesionbench.training.run import is_finished, train
+from lesionbench.training.run import train
 
 
 def tiny(lr: float = 1e-3, epochs: int = 2) -> ExperimentConfig:
@@ -70,6 +71,8 @@ def _copy(crashed: Path, tmp_path: Path) -> Path:
     return run
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_finished_run_keeps_only_safetensors_and_a_changed_config_retrains_aside(
         synthetic_env: Path, tmp_path: Path) -> None:
     run = tmp_path / "adhoc" / "tiny__s42"
@@ -94,6 +97,8 @@ def test_finished_run_keeps_only_safetensors_and_a_changed_config_retrains_aside
     assert not is_finished(run, changed)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_resume_counts_time_once_and_logs_each_epoch_once(crashed: Path, synthetic_env: Path, tmp_path: Path) -> None:
     run = _copy(crashed, tmp_path)
     before = torch.load(run / "checkpoints" / "0-train" / "last.ckpt", weights_only=True)["lesionbench"]
@@ -107,6 +112,8 @@ def test_resume_counts_time_once_and_logs_each_epoch_once(crashed: Path, synthet
     assert not log.dropna(subset=["lr-Adam"])["step"].duplicated().any()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_interrupted_run_with_a_changed_lr_uses_the_new_lr(crashed: Path, synthetic_env: Path, tmp_path: Path) -> None:
     run = _copy(crashed, tmp_path)
     train(tiny(lr=5e-3), run, progress=False)
@@ -115,6 +122,8 @@ def test_interrupted_run_with_a_changed_lr_uses_the_new_lr(crashed: Path, synthe
     assert (aside / "checkpoints" / "0-train" / "last.ckpt").is_file()  # the old state, kept
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_truncated_checkpoint_falls_back_and_names_the_file(crashed: Path, synthetic_env: Path, tmp_path: Path,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     run = _copy(crashed, tmp_path)
@@ -126,6 +135,8 @@ def test_truncated_checkpoint_falls_back_and_names_the_file(crashed: Path, synth
     assert any(str(last) in r.getMessage() and "unreadable" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_hostile_last_checkpoint_is_refused_on_resume(crashed: Path, synthetic_env: Path, tmp_path: Path,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     run = _copy(crashed, tmp_path)
@@ -140,6 +151,7 @@ def test_hostile_last_checkpoint_is_refused_on_resume(crashed: Path, synthetic_e
     assert any("last.ckpt: refused" in r.getMessage() and "posix.system" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.timeout(120)
 def test_hostile_checkpoint_in_a_run_folder_is_refused_by_predict(tmp_path: Path) -> None:
     from lesionbench.inference.predict import predict_files
     from lesionbench.runfolder import read_metrics, write_metrics
@@ -161,6 +173,8 @@ def test_hostile_checkpoint_in_a_run_folder_is_refused_by_predict(tmp_path: Path
     assert marker.exists()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_full_disk_marks_the_run_failed_with_the_space_needed(synthetic_env: Path, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from lightning.pytorch import Trainer
@@ -180,9 +194,11 @@ def test_full_disk_marks_the_run_failed_with_the_space_needed(synthetic_env: Pat
     assert not list(run.rglob(".*.*"))  # no temp files left behind
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_determinism_requested_and_granted_are_recorded(synthetic_env: Path, tmp_path: Path) -> None:
-    cfg = tiny(epochs=1).model_copy(deep=True)
-    cfg.trainer.deterministic, cfg.trainer.seed = True, 7
+    base = tiny(epochs=1)
+    cfg = base.model_copy(update={"trainer": base.trainer.model_copy(update={"deterministic": True, "seed": 7})})
     try:
         train(cfg, tmp_path / "det", progress=False)
     finally:

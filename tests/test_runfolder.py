@@ -130,8 +130,8 @@ def test_a_run_finished_before_the_hash_rules_changed_is_still_finished_and_load
     import torch
 
     from lesionbench.inference.load import load_run
+    from lesionbench.lifecycle import is_finished
     from lesionbench.runfolder import write_metrics, write_run_info
-    from lesionbench.training.run import is_finished
     from lesionbench.training.task import SegmentationTask
 
     cfg = _cfg()
@@ -145,6 +145,6 @@ def test_a_run_finished_before_the_hash_rules_changed_is_still_finished_and_load
     write_run_info(run, read_run_info(run).model_copy(update=old))
     write_metrics(run, read_metrics(run).model_copy(update=old))
     assert is_finished(run, cfg) and not is_finished(run, _cfg(seed=1))
-    loaded, _ = load_run(run)
+    loaded = load_run(run).network
     for k, v in task.model.state_dict().items():
-        assert torch.equal(v, loaded.model.state_dict()[k]), k
+        assert torch.equal(v, loaded.state_dict()[k]), k

@@ -97,6 +97,28 @@ def test_claim_of_a_dead_process_on_this_host_is_taken_at_once(tmp_path: Path) -
     claim.release("finished")
 
 
+@pytest.mark.timeout(60)
+def test_claim_of_a_zombie_process_is_taken_at_once(tmp_path: Path) -> None:
+    """A worker that died but is not yet reaped by its parent (a zombie, e.g. under `run --workers`) still answers
+    kill(pid, 0): it is gone all the same, and its run must not wait for the heartbeat timeout."""
+    pid = os.fork()
+    if pid == 0:
+        acquire(tmp_path, worker="dead", timeout=600)
+        os._exit(0)
+    try:
+        deadline = time.time() + 20
+        while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.time() < deadline
+            time.sleep(0.05)
+        claim = acquire(tmp_path, worker="next", timeout=600)
+        assert claim is not None
+        takeover = history(tmp_path)[-1]
+        assert takeover["event"] == "takeover" and takeover["reason"] == "process gone", takeover
+        claim.release("finished")
+    finally:
+        os.waitpid(pid, 0)
+
+
 def _on_other_host(args: list[str], env: dict, cwd: Path) -> subprocess.Popen:
     """The command under another host name (a private UTS namespace): its claim can only go stale by heartbeat."""
     if subprocess.run(["unshare", "-u", "true"], capture_output=True).returncode != 0:
@@ -184,3 +206,88 @@ def test_status_reads_every_state_from_the_run_folders(tmp_path: Path) -> None:
     assert "disk full" in states["broken"].detail
     assert summary(list(states.values())) == "1 finished, 1 running, 1 stale, 1 failed, 1 waiting"
     live.release("finished")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit], ids=["ctrl-c", "lightning-sys-exit"])
+def test_a_run_stopped_while_it_trains_says_interrupted_and_is_released(tmp_path: Path, monkeypatch,
+                                                                       stop: type[BaseException]) -> None:
+    """scancel, a requeue or Ctrl-C mid-fit (Lightning turns it into sys.exit(1)): run.json no longer says
+    "running", the claim is released for the next worker, and `status` shows the run waiting."""
+    from lesionbench.config import ExperimentConfig
+    from lesionbench.runfolder import RunInfo, read_run_info, write_run_info
+    from lesionbench.studies.status import suite_status
+    from lesionbench.studies.suite import PlannedRun, run_all
+
+    cfg = ExperimentConfig.model_validate({"name": "t", "dataset": {"name": "synthetic"}, "model": {"name": "unet"}})
+
+    def stopped(cfg, run_dir, **kwargs):
+        write_run_info(run_dir, RunInfo(status="running", run=run_dir.name, experiment="t", config_hash="0" * 16))
+        raise stop(1) if stop is SystemExit else stop()
+
+    monkeypatch.setattr("lesionbench.studies.train.train", stopped)
+    run = PlannedRun("t__s42", cfg)
+    with pytest.raises(stop):
+        run_all([run], tmp_path, "s", worker="w0")
+    assert read_run_info(tmp_path / run.name).status == "interrupted"
+    assert [e["event"] for e in history(tmp_path / run.name)] == ["claim", f"release {stop.__name__}"]
+    assert not (tmp_path / run.name / CLAIM).exists()
+    assert [s.state for s in suite_status([run], tmp_path)] == ["waiting"]
+
+
+def _worker_claims(suite_dir: Path, command_pid: int) -> dict[int, tuple[Path, str]]:
+    """Worker pid -> (the run it trains now, its worker id): claims of the workers `run --workers` started as
+    ``command_pid`` (their ids are w<index>-<command pid>@<host>), no result yet."""
+    held = {}
+    for path in suite_dir.glob(f"*/{CLAIM}"):
+        claim = read_claim(path.parent, 600)
+        if claim and claim.info and f"-{command_pid}@" in claim.info.worker \
+                and not (path.parent / "metrics.json").exists():
+            held[claim.info.pid] = (path.parent, claim.info.worker)
+    return held
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_workers_one_sigkilled_the_other_finishes_and_the_command_says_which_died(synthetic_env: Path,
+                                                                                 tmp_path: Path) -> None:
+    """`run --workers 2`; one worker is SIGKILLed while it trains: the other takes its run over and finishes every
+    run; the command names the dead worker (index, pid, signal) and exits 0. With both killed, it names both and
+    what is left, and exits 1."""
+    suite, out = tiny_suite(tmp_path, seeds=2, epochs=4), tmp_path / "results"
+    env = env_for(synthetic_env, tmp_path)
+    args = ["run", "--suite", str(suite), "--synthetic", "--out", str(out), "--workers", "2"]
+    suite_dir = out / "tiny+synthetic"
+
+    proc = start(args, env, tmp_path)  # both killed: nothing finishes
+    deadline = time.time() + 180
+    while len(_worker_claims(suite_dir, proc.pid)) < 2 and time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.1)
+    held = _worker_claims(suite_dir, proc.pid)
+    assert len(held) == 2, list(suite_dir.glob("*/*"))
+    for pid in held:
+        os.kill(pid, signal.SIGKILL)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, output
+    for pid, (_, worker) in held.items():
+        log = suite_dir / "workers" / f"worker-{worker[1]}.log"
+        assert f"worker {worker[1]} (pid {pid}) was killed by SIGKILL; its log: {log}" in output, output
+    left = sorted(f"{run.name} (left by worker {worker[1]})" for run, worker in held.values())
+    assert f"2 of 2 runs not finished: {', '.join(left)}; re-run the same command to finish them" in output, output
+
+    proc = start(args, env, tmp_path)  # the same command again: both resume; one is killed, the other takes over
+    deadline = time.time() + 180
+    while not _worker_claims(suite_dir, proc.pid) and time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.1)
+    pid, (taken, _) = next(iter(_worker_claims(suite_dir, proc.pid).items()))
+    os.kill(pid, signal.SIGKILL)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    assert f"(pid {pid}) was killed by SIGKILL" in output and "all 2 runs finished: the other workers took over" \
+        in output, output
+    assert "not finished" not in output, output
+    assert_each_run_once(suite_dir, 2)
+    takeover = [e for e in history(taken) if e["event"] == "takeover"][-1]
+    assert takeover["previous"]["pid"] == pid and takeover["reason"] == "process gone", takeover

@@ -19,7 +19,8 @@ from PIL import Image
 
 from lesionbench.data.layouts import LAYOUTS, TASK2_ATTRIBUTES
 from lesionbench.data.render import render_polyp, render_skin
-from lesionbench.io import atomic_write_text
+from lesionbench.errors import LesionBenchError
+from lesionbench.io import atomic_write_text, is_disk_full, refused_write
 from lesionbench.settings import settings
 
 VERSION = 3
@@ -143,8 +144,28 @@ class _Writer:
 def write_all(out: str | Path, seed: int = 0, counts: dict[str, dict[str, int]] | int | None = None,
               size: tuple[int, int] | None = None, full_size: bool = False,
               datasets: tuple[str, ...] | None = None) -> Path:
-    """Write the replicas under ``out/<dataset>/``; ``counts`` is per dataset and split (an int: every split)."""
+    """Write the replicas under ``out/<dataset>/``; ``counts`` is per dataset and split (an int: every split).
+
+    A folder that refuses the files (read-only, a file in the way) or a full disk is one line naming
+    ``out`` (``LesionBenchError``)."""
     out = Path(out)
+    try:
+        return _write_all(out, seed, counts, size, full_size, datasets)
+    except OSError as err:
+        raise _cannot_write(out, err, "choose a writable folder (lesionbench data synth --out FOLDER, or "
+                            "$LESIONBENCH_SYNTHETIC / dataset.root for runs)") from None
+
+
+def _cannot_write(out: Path, err: OSError, fix: str) -> LesionBenchError:
+    """One line: the folder, why, the fix (a full disk: the folder and the space free)."""
+    if is_disk_full(err):
+        return refused_write(err) or LesionBenchError(f"{out}: no space left on the device")
+    return LesionBenchError(f"{out}: cannot write the synthetic replica there ({err.strerror or type(err).__name__}); "
+                            f"{fix}")
+
+
+def _write_all(out: Path, seed: int, counts: dict[str, dict[str, int]] | int | None, size: tuple[int, int] | None,
+               full_size: bool, datasets: tuple[str, ...] | None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(counts, int):
         counts = {d: {s: counts for s in c} for d, c in DEFAULT_COUNTS.items()}
@@ -168,9 +189,12 @@ def ensure(root: Path | str | None = None, seed: int = 0) -> Path:
     root = Path(root) if root else default_root()
     if _complete(root):
         return root
-    root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / ".lesionbench-synthetic.lock"):
-        return root if _complete(root) else write_all(root, seed=seed)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with _locked(root / ".lesionbench-synthetic.lock"):
+            return root if _complete(root) else write_all(root, seed=seed)
+    except OSError as err:  # read-only, a file in the way, a full disk
+        raise _cannot_write(root, err, "set $LESIONBENCH_SYNTHETIC (or dataset.root) to a writable folder") from None
 
 
 def _complete(root: Path) -> bool:

@@ -39,14 +39,13 @@ from lesionbench.engines.nnunet_setup import (
     require_nnunet,
 )
 from lesionbench.errors import LesionBenchError
-from lesionbench.io import (
-    atomic_write_json,
-    atomic_write_text,
-    read_json,
-)
-from lesionbench.runfolder import PerImageRow, RunInfo, RunMetrics, write_metrics, write_per_image, write_run_info
-from lesionbench.training.provenance import provenance
-from lesionbench.training.run import RunResult
+from lesionbench.io import atomic_write_json, atomic_write_text, read_json
+from lesionbench.lifecycle import finish_run, set_aside_if_stale, start_run
+from lesionbench.runfolder import RunResult
+
+#: The weights a finished run keeps (nnU-Net's trained-model layout, read by its predictor); its other
+#: checkpoints (best, latest) are deleted once the run is finished.
+FINAL = "checkpoint_final.pth"
 
 
 def run_step(step: str, args: dict[str, Any], env: dict[str, str], log: Path) -> float:
@@ -94,12 +93,10 @@ def train_nnunet(cfg: ExperimentConfig, run_dir: Path, suite: str = "adhoc") -> 
                                 cfg.trainer.seed, cfg.num_classes)
     dm.setup()
     where = NnUNetFolders(run_dir, cfg, trainer)
+    set_aside_if_stale(run_dir, cfg)
     state = _fresh_state(where, cfg)
-    info = {"status": "running", "run": run_dir.name, "suite": suite, "experiment": cfg.name,
-            "config_hash": cfg.config_hash(), "seed": cfg.trainer.seed, "started": _now(),
-            "data_manifest": dm.manifest_hash, "engine": "nnunet", **provenance()}
-    info["versions"]["nnunetv2"] = version
-    _write_start(run_dir, cfg, info)
+    info = start_run(run_dir, cfg, suite, engine="nnunet", versions={"nnunetv2": version},
+                     data_manifest=dm.manifest_hash)
 
     workers, repro = augmentation_workers(opts.workers, device)
     if not repro["reproducible"]:
@@ -118,7 +115,7 @@ def train_nnunet(cfg: ExperimentConfig, run_dir: Path, suite: str = "adhoc") -> 
         write_splits(where.preprocessed, dm.train_ids, dm.val_ids)
         atomic_write_text(where.preprocessed / "lesionbench.done", "")
     fold = where.model / "fold_0"
-    if not ((fold / "checkpoint_final.pth").is_file() and (fold / "validation" / "summary.json").is_file()):
+    if not ((fold / FINAL).is_file() and (fold / "validation" / "summary.json").is_file()):
         seconds = run_step("train", {**base, "trainer": trainer, "iterations_per_epoch": opts.iterations_per_epoch,
                                      "recipe_images": recipe_images if opts.budget == "recipe" else None,
                                      "val_iterations": opts.val_iterations}, env, log)
@@ -138,7 +135,7 @@ def train_nnunet(cfg: ExperimentConfig, run_dir: Path, suite: str = "adhoc") -> 
     metrics, rows = score(dm.parts["test"], where.predictions, threshold, cfg.dataset.name, dm.class_names,
                           where.masks, crossval / "postprocessing.pkl" if opts.postprocessing else None)
     val = read_json(fold / "validation" / "summary.json").get("foreground_mean", {}).get("Dice")
-    checkpoint = str((fold / "checkpoint_final.pth").relative_to(run_dir))
+    checkpoint = str((fold / FINAL).relative_to(run_dir))
     budget = _budget(fold / "lesionbench_budget.json", recipe_images, opts.budget, opts.iterations_per_epoch)
     if budget["ratio"] is not None and abs(budget["ratio"] - 1) > 0.1:
         warnings.warn(f"{run_dir.name}: nnU-Net saw {budget['ratio']:.2f}x the recipe's training images "
@@ -158,8 +155,18 @@ def train_nnunet(cfg: ExperimentConfig, run_dir: Path, suite: str = "adhoc") -> 
         "best_checkpoint": checkpoint, "phases": ["nnunet"], "last_phase": "nnunet", "engine": "nnunet",
         "nnunet": nnunet,
     })
-    info.update(nnunet=nnunet, train_time_s=round(state["train_time_s"], 2), best_checkpoint=checkpoint)
-    return RunResult(run_dir, "finished", metrics=_write_finished(run_dir, info, metrics, rows), best_val=val)
+    _keep_final_weights(fold)
+    done = finish_run(run_dir, info, metrics, rows, nnunet=nnunet, train_time_s=round(state["train_time_s"], 2),
+                      best_checkpoint=checkpoint)
+    return RunResult(run_dir, "finished", metrics=done, best_val=val)
+
+
+def _keep_final_weights(fold: Path) -> None:
+    """A finished run keeps nnU-Net's final weights only (as other runs keep theirs): its best and
+    latest checkpoints, each as large, are needed by nothing once training and validation are done."""
+    for path in fold.glob("checkpoint_*.pth"):
+        if path.name != FINAL:
+            path.unlink(missing_ok=True)
 
 
 def _input(cfg: ExperimentConfig, native: bool) -> str:
@@ -214,25 +221,3 @@ def _fresh_state(where: NnUNetFolders, cfg: ExperimentConfig) -> dict[str, Any]:
         state = {"config_hash": cfg.config_hash(), "train_time_s": 0.0}
         atomic_write_json(path, state)
     return state
-
-
-# ---- run-folder writes: the same helpers and files as training/run.py (swap for runfolder.py in one place)
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _write_start(run_dir: Path, cfg: ExperimentConfig, info: dict[str, Any]) -> None:
-    atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-    write_run_info(run_dir, RunInfo.model_validate(info))
-
-
-def _write_finished(run_dir: Path, info: dict[str, Any], metrics: dict[str, Any],
-                    rows: list[dict[str, Any]]) -> RunMetrics:
-    """Through the run-folder contract (lesionbench/runfolder.py); metrics.json last, as train() does."""
-    write_per_image(run_dir, [PerImageRow.model_validate(r) for r in rows])
-    info.update(status="finished", finished=_now())
-    write_run_info(run_dir, RunInfo.model_validate(info))
-    checked = RunMetrics.model_validate(metrics)
-    write_metrics(run_dir, checked)
-    return checked

@@ -21,7 +21,7 @@ from lesionbench.data.layouts import Sample
 from lesionbench.io import atomic_write_json, read_json
 from lesionbench.metrics.boundary import image_boundary
 from lesionbench.metrics.scores import image_stats, resize_logits_to, summarize
-from lesionbench.training.test_outputs import mask_files
+from lesionbench.runfolder import mask_files
 
 LABELS = {"background": 0, "lesion": 1}
 

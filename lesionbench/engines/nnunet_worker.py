@@ -75,7 +75,7 @@ def predict(args: dict[str, Any]) -> None:
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     from lesionbench.io import atomic_write_json
-    from lesionbench.training.profile import measure_cost
+    from lesionbench.lifecycle.profile import measure_cost
 
     device = torch.device(args["device"])
     Path(args["output"]).mkdir(parents=True, exist_ok=True)

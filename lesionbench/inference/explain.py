@@ -45,10 +45,11 @@ from torch import nn
 
 from lesionbench.config import ExperimentConfig
 from lesionbench.data.decode import load_image
-from lesionbench.data.preprocess import eval_tensor, model_input
+from lesionbench.data.preprocess import IMAGENET, Stats, eval_tensor
 from lesionbench.errors import LesionBenchError
-from lesionbench.inference.load import load_run, run_stats
-from lesionbench.inference.predict import final_logits, save_png
+from lesionbench.inference.load import load_run
+from lesionbench.inference.network import final_logits
+from lesionbench.inference.predict import save_png
 
 METHODS: dict[str, type] = {
     "cam": GradCAM, "gradcam": GradCAM, "cam-writeup": GradCAM, "gradcam-writeup": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM,
@@ -138,12 +139,13 @@ def writeup_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module) -> np.ndarr
 
 def explain_array(model: nn.Module, cfg: ExperimentConfig, image: np.ndarray, method: str = "gradcam",
                   layer: str | None = None, class_index: int = 0, threshold: float = 0.5,
-                  x: torch.Tensor | None = None) -> np.ndarray:
+                  x: torch.Tensor | None = None, stats: Stats = IMAGENET) -> np.ndarray:
     """Heatmap H0×W0 in [0, 1] for an RGB uint8 image, targeting the predicted mask of ``class_index``.
 
     The target is ``SemanticSegmentationTarget``: the sum of the class logits over the predicted
     mask (all pixels when the prediction is empty, so the map is never blank by construction).
-    ``x``: the network input when already made from the file (``model_input``, as predict does).
+    ``x``: the network input when already made from the file (``LoadedRun.preprocess``, as predict
+    makes it); else made from ``image`` with the normalisation ``stats`` (the run's: ``preprocess.stats``).
     """
     if method not in METHODS:
         raise LesionBenchError(f"unknown CAM method {method!r} (known: {', '.join(METHODS)})")
@@ -152,7 +154,7 @@ def explain_array(model: nn.Module, cfg: ExperimentConfig, image: np.ndarray, me
     for p in wrapped.parameters():  # frozen stages would otherwise give the layer no gradient
         p.requires_grad_(True)
     if x is None:
-        x = eval_tensor(image, cfg.dataset.image_size, cfg.dataset.augmentation, run_stats(model))
+        x = eval_tensor(image, cfg.dataset.image_size, cfg.dataset.augmentation, stats)
     x = x.unsqueeze(0)
     with torch.no_grad():
         logits = wrapped(x)
@@ -181,14 +183,16 @@ def heatmap_overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
 
 def explain_file(run_dir: str | Path, image_path: str | Path, out: str | Path, method: str = "gradcam",
                  layer: str | None = None, class_index: int = 0) -> Path:
-    """Write ``<stem>_<method>_<layer>.png`` (heatmap over the image) into ``out``."""
+    """Write ``<stem>_<method>_<layer>.png`` (heatmap over the image) into ``out``.
+    An nnU-Net run has no LesionBench network to hook: one line says so."""
     path = Path(image_path)
     if not path.is_file():
         raise LesionBenchError(f"{path}: no such image file")
-    task, cfg = load_run(run_dir)
+    run = load_run(run_dir)
+    model = run.require_network("explain")
     image = load_image(path)
     layer = layer or DEFAULT_LAYER.get(method, "bottleneck")
-    x, _ = model_input(path, cfg.dataset.image_size, cfg.dataset.augmentation, run_stats(task.model))
-    heat = explain_array(task.model, cfg, image, method, layer, class_index, x=x)
+    x, _ = run.preprocess(path)
+    heat = explain_array(model, run.cfg, image, method, layer, class_index, run.threshold, x=x)
     tag = method.replace("+", "p")
     return save_png(heatmap_overlay(image, heat), Path(out) / f"{path.stem}_{tag}_{layer}.png")

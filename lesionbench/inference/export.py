@@ -23,10 +23,9 @@ import torch
 from torch import nn
 
 from lesionbench.data.decode import hw
-from lesionbench.data.preprocess import describe
 from lesionbench.errors import LesionBenchError
 from lesionbench.inference.explain import SingleOutput
-from lesionbench.inference.load import class_names, load_run, run_stats
+from lesionbench.inference.load import load_run
 
 Format = Literal["safetensors", "onnx", "torchscript"]
 FORMATS: tuple[str, ...] = ("safetensors", "onnx", "torchscript")
@@ -80,13 +79,14 @@ def _check(name: str, got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 def export_run(run_dir: str | Path, fmt: Format, out: str | Path) -> Path:
-    """Write the run's best model in ``fmt`` into ``out``, check it against PyTorch, return the file."""
+    """Write the run's best model in ``fmt`` into ``out``, check it against PyTorch, return the file.
+    An nnU-Net run is refused with one line (its model is nnU-Net's, exported by nnU-Net's tools)."""
     if fmt not in FORMATS:
         raise LesionBenchError(f"unknown export format {fmt!r} (known: {', '.join(FORMATS)})")
-    task, cfg = load_run(run_dir)
-    model, out = task.model.eval(), Path(out)
+    run = load_run(run_dir)
+    model, out = run.require_network("export").eval(), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    size = cfg.dataset.image_size
+    size = run.cfg.dataset.image_size
     x = torch.randn(2, 3, *hw(size), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want = SingleOutput(model)(x)
@@ -94,8 +94,8 @@ def export_run(run_dir: str | Path, fmt: Format, out: str | Path) -> Path:
         from lesionbench.models import load_pretrained, save_pretrained
         save_pretrained(model, out)
         meta = json.loads((out / "config.json").read_text())
-        meta.update(experiment=cfg.name, class_names=class_names(cfg), threshold=0.5,
-                    preprocessing=describe(size, run_stats(task.model)))
+        meta.update(experiment=run.cfg.name, class_names=list(run.class_names), threshold=run.threshold,
+                    preprocessing=run.preprocess.describe())
         (out / "config.json").write_text(json.dumps(meta, indent=2, default=str))
         with torch.no_grad():
             _check(str(out), SingleOutput(load_pretrained(out).eval())(x), want)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from lesionbench.errors import LesionBenchError
-from lesionbench.training.test_outputs import mask_files
+from lesionbench.runfolder import mask_files
 
 OutputFormat = Literal["lesionbench", "isic"]
 FORMATS: tuple[str, ...] = ("lesionbench", "isic")

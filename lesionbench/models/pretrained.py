@@ -87,8 +87,12 @@ def _smp(encoder: str, weights: str) -> Pretrained:
 _LOADERS = {"torchvision": _torchvision, "timm": _timm, "smp": _smp}
 
 
-def resolve(encoder: str, weights: str | None) -> Pretrained:
-    """``encoder`` is ``<library>:<arch>`` (torchvision:resnet50, timm:convnext_tiny, smp:resnet34)."""
+def resolve(encoder: str, weights: str | None, fetch: bool = True) -> Pretrained:
+    """``encoder`` is ``<library>:<arch>`` (torchvision:resnet50, timm:convnext_tiny, smp:resnet34).
+
+    ``fetch``: make sure the weights are in the library's cache first (a builder is about to load them), so
+    an offline machine gets one line naming the weights, where they come from and the fix (fetch_weights).
+    """
     library, _, arch = encoder.partition(":")
     w = str(weights if weights is not None else NO_WEIGHTS).strip()
     kind = weights_kind(w)
@@ -96,8 +100,26 @@ def resolve(encoder: str, weights: str | None) -> Pretrained:
         return Pretrained(NO_WEIGHTS)
     if kind == "path":  # a file, or an exact library tag (IMAGENET1K_V1, convnext_tiny.fb_in1k)
         looks_like_file = "/" in w or Path(w).suffix.lower() in _FILE_SUFFIXES or Path(w).exists()
-        return Pretrained(f"file:{w}") if looks_like_file else _LOADERS[library](arch, w)
-    return _LOADERS[library](arch, "imagenet")
+        pre = Pretrained(f"file:{w}") if looks_like_file else _LOADERS[library](arch, w)
+    else:
+        pre = _LOADERS[library](arch, "imagenet")
+    if fetch:
+        fetch_weights(pre)
+    return pre
+
+
+def pretrained_for(name: str, options: dict[str, Any] | None = None) -> Pretrained:
+    """The exact encoder weights a model name and options build, resolved without building or fetching."""
+    from lesionbench.models.registry import builder_info
+    fn, encoder, defaults = builder_info(name)
+    opts = {**defaults, **{k: v for k, v in (options or {}).items() if v is not None}}
+    if encoder is None:
+        return Pretrained(NO_WEIGHTS)
+    params = inspect.signature(fn).parameters if fn is not None else {}
+    for key, p in params.items():
+        if key not in opts and p.default is not inspect.Parameter.empty:
+            opts[key] = p.default
+    return resolve(encoder.format(**opts), opts.get("weights"), fetch=False)
 
 
 def weights_id(name: str, options: dict[str, Any] | None = None) -> str:
@@ -105,13 +127,99 @@ def weights_id(name: str, options: dict[str, Any] | None = None) -> str:
 
     ``none`` for models without a pretrained encoder (trained from scratch).
     """
-    from lesionbench.models.registry import builder_info
-    fn, encoder, defaults = builder_info(name)
-    opts = {**defaults, **{k: v for k, v in (options or {}).items() if v is not None}}
-    if encoder is None:
-        return NO_WEIGHTS
-    params = inspect.signature(fn).parameters if fn is not None else {}
-    for key, p in params.items():
-        if key not in opts and p.default is not inspect.Parameter.empty:
-            opts[key] = p.default
-    return resolve(encoder.format(**opts), opts.get("weights")).id
+    return pretrained_for(name, options).id
+
+
+# ----------------------------------------------------------------------------- fetching, offline
+
+GENERIC_FIX = ("--set model.options.weights=none (train from scratch; LESIONBENCH_WEIGHTS=none for recipes that "
+               "do not name their weights) or a local file (--set model.options.weights=/path/to/weights.pth)")
+
+
+def fetch_weights(pre: Pretrained, fix: str = GENERIC_FIX) -> None:
+    """Download the weights into the cache their library reads (torch hub, Hugging Face Hub), if absent.
+
+    A failure (no network, a proxy, a hub outage) is one line: which weights, from where, and the fix.
+    """
+    plan = _fetch_plan(pre)
+    if plan is None:
+        return
+    source, cache, get = plan
+    try:
+        get()
+    except Exception as err:  # noqa: BLE001 - urllib, requests, httpx and hub errors all mean "not fetched"
+        reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        raise LesionBenchError(f"encoder weights {pre.id} could not be fetched from {source} ({reason}); "
+                               f"fix: {fix}, or pre-populate {cache} on a machine with network") from None
+
+
+def _fetch_plan(pre: Pretrained) -> tuple[str, str, Any] | None:
+    """(where from, which cache, how to get it) for library weights; None for no weights or a file."""
+    library, _, ref = pre.id.partition(":")
+    if pre.tag is None or library not in ("torchvision", "timm", "smp"):
+        return None
+    if library == "torchvision":
+        return _url_plan(pre.tag.url)
+    if library == "timm":
+        import timm
+
+        name = ref.split(" ", 1)[0]  # "convnext_tiny.fb_in1k (smp tu- default)"
+        cfg = timm.models.get_pretrained_cfg(name)
+        if cfg is not None and cfg.hf_hub_id:
+            return _hub_plan(cfg.hf_hub_id, [cfg.hf_hub_filename or "model.safetensors", "pytorch_model.bin"])
+        return _url_plan(cfg.url) if cfg is not None and cfg.url else None
+    import segmentation_models_pytorch as smp
+
+    encoder, _, weights = ref.rpartition(".")
+    where = smp.encoders.encoders.get(encoder, {}).get("pretrained_settings", {}).get(weights) or {}
+    if "repo_id" not in where:
+        return None
+    repo = f"{where['repo_id']}@{where['revision']}" if where.get("revision") else where["repo_id"]
+    return _hub_plan(repo, ["config.json", "model.safetensors"], every=True)
+
+
+def _url_plan(url: str) -> tuple[str, str, Any]:
+    """A file torch.hub.load_state_dict_from_url reads from <torch hub>/checkpoints/<file name>."""
+    import re
+    import sys
+    from urllib.parse import urlparse
+
+    import torch.hub
+
+    name = Path(urlparse(url).path).name
+    dst = Path(torch.hub.get_dir()) / "checkpoints" / name
+    digest = re.search(r"-([a-f0-9]*)\.", name)  # torch's hash prefix convention (check_hash=True)
+
+    def get() -> None:
+        if dst.is_file():
+            return
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(dst), digest.group(1) if digest else None, progress=sys.stderr.isatty())
+
+    return url, f"the torch hub cache ({dst})", get
+
+
+def _hub_plan(repo: str, files: list[str], every: bool = False) -> tuple[str, str, Any]:
+    """Files of a Hugging Face Hub repo (``repo@revision``): all of them (``every``), else the first that exists."""
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    repo_id, _, revision = repo.partition("@")
+
+    def get() -> None:
+        for i, name in enumerate(files):
+            if isinstance(huggingface_hub.try_to_load_from_cache(repo_id, name, revision=revision or None), str):
+                if every:
+                    continue
+                return  # cached: no request (offline, the hub client would retry for half a minute first)
+            try:
+                huggingface_hub.hf_hub_download(repo_id, filename=name, revision=revision or None)
+            except EntryNotFoundError as err:  # the repo lacks this file (timm: .safetensors, else .bin)
+                if every or isinstance(err, LocalEntryNotFoundError) or i == len(files) - 1:
+                    raise  # offline (nothing cached), or no file at all
+                continue
+            if not every:
+                return
+
+    return (f"the Hugging Face Hub repo {repo_id}", "the Hugging Face cache ($HF_HOME, default ~/.cache/huggingface)",
+            get)

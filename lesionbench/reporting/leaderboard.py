@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from lesionbench.config import ConfigError
+from lesionbench.bundled import experiments_dir
 from lesionbench.data.decode import size_label
 from lesionbench.data.layouts import LAYOUTS
+from lesionbench.errors import LesionBenchError
 from lesionbench.io import atomic_write_text
 from lesionbench.reporting import generalisation, plots
 from lesionbench.reporting.compare import (
@@ -33,14 +34,14 @@ from lesionbench.reporting.compare import (
     metric_for,
     rank,
 )
-from lesionbench.reporting.markdown import MISSING, duration, esc, param, pm, table
+from lesionbench.reporting.markdown import MISSING, duration, esc, pm, table
 from lesionbench.reporting.references import DATASET_REFERENCES, NOT_COMPARABLE, recipe_published
 from lesionbench.reporting.runs import RunRecord, collect_runs, error_line
 from lesionbench.reporting.stats import MEAN_CI, SEED_TEST, SEED_TEST_WHY
-from lesionbench.studies.suite import experiments_dir
+from lesionbench.reporting.trials import STUDY_FILE, ranked_trials, write_study_board, write_trials_table
 from lesionbench.suitefolder import Costs, DatasetVerdicts, Interval, LeaderboardVerdicts, ModelVerdict, write_verdicts
 
-__all__ = ["RunRecord", "collect_runs", "write_leaderboard", "write_trials_table"]
+__all__ = ["RunRecord", "collect_runs", "ranked_trials", "write_leaderboard", "write_trials_table"]
 
 log = logging.getLogger(__name__)
 #: Rows a suite cannot have on a dataset, said under its table rather than silently missing.
@@ -197,7 +198,8 @@ def _footer(dv: DatasetVerdicts) -> list[str]:
             "(marked 'images only').", "", tests, ""] + ([stability, ""] if stability else []) + [
             "HD95 / ASSD: 95th-percentile Hausdorff and average symmetric surface distance in pixels at the ground "
             "truth's size (lower is better; both masks empty 0, one empty the image diagonal). Costs are means "
-            "over seeds; GMACs = multiply-accumulates of one forward pass (fvcore) at the recipe's resolution; "
+            "over seeds; GMACs = multiply-accumulates of one forward pass (torch.utils.flop_counter) at the "
+            "recipe's resolution; "
             "images seen = training images drawn over all epochs; train time on "
             f"{'; '.join(sorted({m.costs.measured_on for m in dv.models if m.costs.measured_on})) or 'an unrecorded device'}"
             ", wall clock, whatever else the machine was running.", ""]
@@ -312,7 +314,7 @@ def _plots(dv: DatasetVerdicts, entries: list[Entry], suite: Path, notes: list[s
 def _recipes_dir() -> Path | None:
     try:
         return experiments_dir()
-    except ConfigError:  # results read away from the repository: no recipe, no published column
+    except LesionBenchError:  # no experiments folder at all: no recipe, no published column
         return None
 
 
@@ -324,6 +326,8 @@ def write_leaderboard(suite_dir: str | Path, title: str | None = None, make_plot
     Run folders that fail validation are skipped: one warning line each here and a row under "Failed runs".
     """
     suite = Path(suite_dir)
+    if (suite / STUDY_FILE).is_file():  # an Optuna study: its trials are configurations, not seeds of one model
+        return write_study_board(suite)
     records = collect_runs(suite)
     good = [r for r in records if r.ok]
     bad = [r for r in records if not r.ok]
@@ -359,20 +363,3 @@ def write_leaderboard(suite_dir: str | Path, title: str | None = None, make_plot
     if trials.is_file():
         lines += [trials.read_text(encoding="utf-8").rstrip(), ""]
     return atomic_write_text(suite / "leaderboard.md", "\n".join(lines))
-
-
-def write_trials_table(study_dir: str | Path, trials: list[dict[str, Any]]) -> Path:
-    """Save the Optuna trials as ``trials.md`` and regenerate the leaderboard that embeds it.
-
-    Each trial: {"number", "state", "params": {name: value}, "value"}; returns leaderboard.md.
-    """
-    study = Path(study_dir)
-    rows = []
-    for t in sorted(trials, key=lambda t: t.get("number", 0)):
-        value = t.get("value")
-        params = ", ".join(f"{k}={param(v)}" for k, v in sorted((t.get("params") or {}).items()))
-        rows.append([str(t.get("number", "?")), str(t.get("state", "?")).split(".")[-1], esc(params or MISSING),
-                     f"{value:.4f}" if isinstance(value, (int, float)) else MISSING])
-    text = "\n".join(["## Optuna trials", ""] + table(rows, ["Trial", "State", "Params", "Value"]))
-    atomic_write_text(study / "trials.md", text + "\n")
-    return write_leaderboard(study)

@@ -3,7 +3,9 @@
 Drawn from files only: the masks the test loop scored (``predictions/``), the images it picked
 for the report with their ground truth and scores (``report/inputs/``, both written during the
 test by training/test_outputs.py) and ``logs/metrics.csv``. No model is loaded and no dataset is
-read, so a run folder copied to another machine still draws. Figures: the run's curves (the one
+read, so a run folder copied to another machine still draws. A run whose test saved its masks but
+no report inputs (an nnU-Net run, or a run from before inputs were saved) gets them once, made as
+the test loop makes them from the run's test split and ``per_image.csv``. Figures: the run's curves (the one
 ``plots/curves.png``), a grid of test images with ground truth, prediction and overlay, error
 maps (false positives / false negatives in two colours) and the best and worst test images by
 Dice, plus an ``index.md`` that embeds them.
@@ -20,14 +22,18 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from PIL import Image
 
-from lesionbench.data.decode import size_label
-from lesionbench.inference.predict import FN_COLOUR, FP_COLOUR, TP_COLOUR, error_map, overlay
+from lesionbench.data.decode import load_pair, size_label
+from lesionbench.data.drawing import FN_COLOUR, FP_COLOUR, TP_COLOUR, error_map, overlay
+from lesionbench.errors import LesionBenchError
 from lesionbench.io import atomic_write_text
 from lesionbench.reporting.plots import _save, plot_run_curves
-from lesionbench.runfolder import read_metrics
-from lesionbench.training.test_outputs import INPUTS, PREDICTIONS, SAMPLES, mask_files
+from lesionbench.runfolder import INPUTS, PREDICTIONS, SAMPLES, mask_files, read_metrics, read_per_image
 
 log = logging.getLogger(__name__)
+#: What the test loop picks for the report (training/test_outputs.py): the first images, the best and worst
+#: by Dice, as thumbnails of at most THUMB px.
+GRID, EXTREMES, THUMB = 8, 3, 512
+EMPTY: dict = {"grid": [], "best": [], "worst": [], "scores": {}, "class_names": ["lesion"]}
 
 
 def _show(ax, image: np.ndarray, title: str = "") -> None:
@@ -63,12 +69,7 @@ def write_run_report(run_dir: str | Path) -> list[Path]:
     out = run / "report"
     written = [p for p in [plot_run_curves(run)] if p]
     inputs = run / INPUTS
-    if not (inputs / SAMPLES).is_file():
-        log.warning("report: %s has no %s (a run from before test outputs were saved); writing curves only",
-                    run.name, inputs / SAMPLES)
-        picked: dict = {"grid": [], "best": [], "worst": [], "scores": {}, "class_names": ["lesion"]}
-    else:
-        picked = json.loads((inputs / SAMPLES).read_text())
+    picked = json.loads((inputs / SAMPLES).read_text()) if (inputs / SAMPLES).is_file() else _rebuild_inputs(run)
     cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def item(sid: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -112,3 +113,49 @@ def write_run_report(run_dir: str | Path) -> list[Path]:
               for p in written]
     written.append(atomic_write_text(out / "index.md", "\n".join(lines)))
     return written
+
+
+def _thumbnail(array: np.ndarray, resample: Image.Resampling) -> Image.Image:
+    image = Image.fromarray(array)
+    scale = THUMB / max(image.size)
+    if scale < 1:
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample)
+    return image
+
+
+def _rebuild_inputs(run: Path) -> dict:
+    """``report/inputs/`` for a run that saved its test masks (``predictions/``) but no report inputs,
+    picked and drawn as the test loop does, from the run's test split and ``per_image.csv``; the empty
+    pick (curves only) with one warning when that cannot be done here."""
+    import yaml
+
+    from lesionbench.config import parse_config
+    from lesionbench.data.datamodule import SegmentationDataModule
+
+    try:
+        if not (run / PREDICTIONS).is_dir():
+            raise LesionBenchError(f"no {PREDICTIONS}/ folder (a run from before test outputs were saved)")
+        cfg = parse_config(yaml.safe_load((run / "config.yaml").read_text()), str(run / "config.yaml"))
+        scores = {r.id: r.dice for r in read_per_image(run)}
+        dm = SegmentationDataModule(cfg.dataset.model_copy(update={"cache": False}), 1, cfg.trainer.seed,
+                                    cfg.num_classes)
+        dm.setup("test")
+    except (OSError, LesionBenchError) as err:
+        log.warning("report: %s has no %s and it cannot be made here (%s); writing curves only",
+                    run.name, INPUTS / SAMPLES, str(err).splitlines()[0])
+        return EMPTY
+    samples = [s for s in dm.parts["test"] if s.id in scores]
+    order = sorted((s.id for s in samples), key=scores.__getitem__)
+    n = min(EXTREMES, len(order) // 2 or 1)
+    picked = {"grid": [s.id for s in samples[:GRID]], "best": order[::-1][:n], "worst": order[:n]}
+    shown = list(dict.fromkeys(picked["grid"] + picked["best"] + picked["worst"]))
+    folder, by_id = run / INPUTS, {s.id: s for s in samples}
+    (folder / "truth").mkdir(parents=True, exist_ok=True)
+    for sid in shown:
+        image, truth = load_pair(by_id[sid], dm.layout.mask_threshold)  # original size, as scored
+        _thumbnail(image, Image.Resampling.BILINEAR).save(folder / f"{sid}.jpg", quality=90)
+        for mask, name in zip(truth, mask_files(sid, dm.class_names), strict=True):
+            _thumbnail(mask.astype(np.uint8) * 255, Image.Resampling.NEAREST).save(folder / "truth" / name)
+    picked.update(metric="dice", scores={k: scores[k] for k in shown}, class_names=list(dm.class_names))
+    atomic_write_text(folder / SAMPLES, json.dumps(picked, indent=1))
+    return picked

@@ -19,11 +19,11 @@ from lightning.pytorch.callbacks import Callback
 
 from lesionbench.config import DatasetConfig, ExperimentConfig, ModelConfig, TrainerConfig
 from lesionbench.data import SegmentationDataModule
+from lesionbench.lifecycle.profile import latency_ms, peak_memory, sync
 from lesionbench.models import create_model
 from lesionbench.models.registry import accepts_option
 from lesionbench.training.losses import build_loss
 from lesionbench.training.optim import build_optimizer
-from lesionbench.training.profile import latency_ms, peak_memory, sync
 from lesionbench.training.task import SegmentationTask
 from lesionbench.training.trainer import build_trainer
 

@@ -123,7 +123,7 @@ def replicate(src: Path, dst: Path, n_train: int) -> Path:
 def machine(device: str) -> dict[str, Any]:
     import cv2
 
-    from lesionbench.training.provenance import git_commit, versions
+    from lesionbench.lifecycle.provenance import git_commit, versions
 
     cpu = platform.processor() or platform.machine()
     try:

@@ -69,7 +69,10 @@ def _dead_here(info: ClaimInfo | None) -> bool:
         return True
     except OSError:  # alive, another user's
         return False
-    return False
+    try:  # a zombie (exited, not yet reaped by its parent) is gone too
+        return Path(f"/proc/{info.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 class HeldBy(BaseModel):
@@ -119,6 +122,7 @@ class Claim:
     def __init__(self, run_dir: Path, info: ClaimInfo, fd: int, timeout: float) -> None:
         self.run_dir, self.info, self._fd = run_dir, info, fd
         self.lost = False
+        self.outcome = "finished"  # what the release logs when the holder leaves without an exception
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, args=(max(timeout / 4, 0.2),), daemon=True,
                                         name=f"claim-heartbeat-{run_dir.name}")
@@ -137,22 +141,25 @@ class Claim:
                 return
 
     def release(self, outcome: str) -> None:
-        """Stop the heartbeat and remove the claim if it is still ours."""
+        """Stop the heartbeat and remove the claim if it is still ours (logged first, so that the history lists
+        this release before the next worker's claim)."""
         self._stop.set()
         self._thread.join()
         try:
-            if os.stat(self.run_dir / CLAIM).st_ino == os.fstat(self._fd).st_ino:
-                os.unlink(self.run_dir / CLAIM)
-        except OSError:
-            pass
-        os.close(self._fd)
-        log_event(self.run_dir, f"release {outcome}", self.info)
+            log_event(self.run_dir, f"release {outcome}", self.info)
+        finally:
+            try:
+                if os.stat(self.run_dir / CLAIM).st_ino == os.fstat(self._fd).st_ino:
+                    os.unlink(self.run_dir / CLAIM)
+            except OSError:
+                pass
+            os.close(self._fd)
 
     def __enter__(self) -> Claim:
         return self
 
     def __exit__(self, kind, err, tb) -> None:
-        self.release("finished" if kind is None else f"{kind.__name__}")
+        self.release(self.outcome if kind is None else f"{kind.__name__}")
 
 
 def acquire(run_dir: Path, worker: str | None = None, timeout: float | None = None) -> Claim | None:
@@ -163,7 +170,9 @@ def acquire(run_dir: Path, worker: str | None = None, timeout: float | None = No
     timeout = timeout or claim_timeout()
     info = ClaimInfo(worker=worker or default_worker_id(), host=socket.gethostname(), pid=os.getpid(),
                      token=uuid.uuid4().hex, started=_now(), pidns=_pidns())
-    fd, event, extra = _create(run_dir, info), "claim", {}
+    # a claim there already: judge it without making (and fsyncing) a temporary file first
+    fd = None if (run_dir / CLAIM).exists() else _create(run_dir, info)
+    event, extra = "claim", {}
     if fd is None:
         held = read_claim(run_dir, timeout)
         if held is None:  # released meanwhile: try once more
@@ -182,7 +191,12 @@ def acquire(run_dir: Path, worker: str | None = None, timeout: float | None = No
 
 def _create(run_dir: Path, info: ClaimInfo) -> int | None:
     """Make claim.json appear whole, or fail because it exists. Returns the open descriptor of our claim."""
-    target, tmp = run_dir / CLAIM, run_dir / f".claim-{info.token}.tmp"
+    return _create_file(run_dir / CLAIM, info)
+
+
+def _create_file(target: Path, info: ClaimInfo) -> int | None:
+    """Make ``target`` appear whole with ``info`` in it, or fail because it exists: the open descriptor, or None."""
+    tmp = target.with_name(f".claim-{info.token}.tmp")
     data = info.model_dump_json().encode()
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
     os.write(fd, data)
@@ -219,9 +233,7 @@ def _take_over(run_dir: Path, info: ClaimInfo, held: HeldBy, timeout: float) -> 
         return None
     key = held.info.token if held.info else f"ino{seen.st_ino}"
     marker, aside = run_dir / f".takeover-{key}", run_dir / f".claim-stale-{key}.json"
-    try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-    except FileExistsError:
+    if not mark(marker, info, timeout):
         return None
     try:
         try:
@@ -239,6 +251,69 @@ def _take_over(run_dir: Path, info: ClaimInfo, held: HeldBy, timeout: float) -> 
     finally:
         aside.unlink(missing_ok=True)
         marker.unlink(missing_ok=True)
+
+
+def mark(marker: Path, info: ClaimInfo | None = None, timeout: float | None = None) -> bool:
+    """Create ``marker`` atomically with its maker's identity in it: True for exactly one of the processes that try.
+
+    A marker is held for milliseconds (a takeover) or marks a job done; one left behind by a maker that died before
+    removing it (or before doing the job it marks) must not block the next maker forever: a marker whose maker is gone
+    from this host, or that is older than ``timeout`` (the claim timeout: what a silent heartbeat is allowed), is moved
+    aside (checked to be the marker judged, not a successor's fresh one) and made again.
+    """
+    info = info or ClaimInfo(worker=default_worker_id(), host=socket.gethostname(), pid=os.getpid(),
+                             token=uuid.uuid4().hex, started=_now(), pidns=_pidns())
+    limit = timeout or claim_timeout()
+    for _ in range(3):
+        fd = _create_file(marker, info)
+        if fd is not None:
+            os.close(fd)
+            return True
+        try:
+            seen = marker.stat()
+            maker = _read_info(marker)
+        except FileNotFoundError:  # removed meanwhile: try again
+            continue
+        age = time.time() - seen.st_mtime
+        if not (_dead_here(maker) or age > limit or _unmoved(marker, seen.st_mtime) > limit):
+            return False  # its maker is at work
+        aside = marker.with_name(f"{marker.name}.left-{info.token}")
+        try:
+            os.rename(marker, aside)
+        except FileNotFoundError:  # another successor moved it first
+            continue
+        try:
+            moved = aside.stat().st_ino
+        except FileNotFoundError:
+            continue
+        if moved != seen.st_ino:  # that was a successor's fresh marker: put it back, it won
+            try:
+                os.link(aside, marker)
+            except FileExistsError:
+                pass
+            aside.unlink(missing_ok=True)
+            return False
+        aside.unlink(missing_ok=True)
+        log.warning("%s: left by %s, which %s; removed", marker,
+                    f"pid {maker.pid} on {maker.host}" if maker else "a worker",
+                    "is gone" if _dead_here(maker) else f"stopped {age:.0f} s ago")
+    return False
+
+
+def _read_info(path: Path) -> ClaimInfo | None:
+    """The identity in a claim or marker file; None while an O_EXCL fallback file is still being written."""
+    try:
+        return ClaimInfo.model_validate_json(path.read_text())
+    except ValidationError:
+        return None
+
+
+def _unmoved(path: Path, mtime: float) -> float:
+    """Seconds since this process first saw ``path`` with this mtime (by its own clock, so skew cannot hide it)."""
+    seen = _SEEN.get(str(path))
+    if seen is None or seen[0] != mtime:
+        seen = _SEEN[str(path)] = (mtime, time.monotonic())
+    return time.monotonic() - seen[1]
 
 
 def log_event(run_dir: Path, event: str, info: ClaimInfo, **extra) -> None:

@@ -28,10 +28,9 @@ from typing import Any
 from lesionbench.config import NUM_CLASSES, ExperimentConfig
 from lesionbench.data import leakage
 from lesionbench.data.checks import ensure_checked
-from lesionbench.data.datamodule import SegmentationDataModule, SegmentationDataset, collate, resolve_root, work_dir
+from lesionbench.data.datamodule import SegmentationDataModule, resolve_root, work_dir
 from lesionbench.data.layouts import Sample, get_layout, locate, missing_message, scan
 from lesionbench.data.splits import kvasir_official, load_or_create, official_list_dir
-from lesionbench.data.transforms import build_transforms
 from lesionbench.errors import LesionBenchError
 from lesionbench.io import atomic_write_json
 from lesionbench.runfolder import (
@@ -167,16 +166,17 @@ def _write_exclusions(out: Path, record: dict[str, Any]) -> Path:
 
 def evaluate_run(run_dir: str | Path, dataset: str, split: str = "test", root: str | None = None,
                  accelerator: str = "auto", progress: bool = False) -> EvalResult:
-    """Score the finished run at ``run_dir`` on ``dataset``'s ``split`` (leaked images excluded)."""
-    import lightning as L
-    from torch.utils.data import DataLoader
-
-    from lesionbench.inference.load import load_run, run_stats
+    """Score the finished run at ``run_dir`` (any engine: ``load_run``) on ``dataset``'s ``split``
+    (leaked images excluded), as its own test scored it: its preprocessing and batches, each mask at
+    its ground truth's original size."""
+    from lesionbench.inference.load import load_run
+    from lesionbench.inference.score import device_of, score_samples
     from lesionbench.metrics.scores import summarize
 
     run_dir = Path(run_dir)
     out = eval_folder(run_dir, dataset, split)
-    task, cfg = load_run(run_dir)  # refuses an unfinished or unreadable run with one line
+    run = load_run(run_dir, device_of(accelerator))  # refuses an unfinished or unreadable run with one line
+    cfg = run.cfg
     if NUM_CLASSES[dataset] != cfg.num_classes:
         raise LesionBenchError(f"evaluate: {run_dir.name} predicts {cfg.num_classes} channel(s) but target {dataset} "
                                f"has {NUM_CLASSES[dataset]}; pick a dataset with the same classes")
@@ -212,21 +212,13 @@ def evaluate_run(run_dir: str | Path, dataset: str, split: str = "test", root: s
         log.warning("%s on %s/%s: excluded %d image(s) seen in training/validation", run_dir.name, dataset, split,
                     len(dropped))
 
-    layout, size = get_layout(dataset), cfg.dataset.image_size
-    mean, std = run_stats(task.model)  # the model's own normalisation, not the target's
-    tf = build_transforms(cfg.dataset.augmentation, size, train=False, mean=mean, std=std)
-    # decoded on the fly at the run's size, scored at each ground truth's original size
-    loader = DataLoader(SegmentationDataset(kept, layout, size, tf, cache=None, with_orig=True),
-                        batch_size=cfg.trainer.batch_size, shuffle=False, num_workers=cfg.dataset.num_workers,
-                        collate_fn=collate)
-    trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=progress, enable_model_summary=False)
-    trainer.test(task, dataloaders=loader, verbose=False)
-    index, stats = task.test_result
-    ids = [kept[i].id for i in index.reshape(-1).tolist()]
-    metrics, rows = summarize(stats, ids, dataset, list(layout.class_names), boundary=task.test_boundary_result)
+    layout = get_layout(dataset)
+    stats, boundary = score_samples(run, kept, layout.mask_threshold, progress)
+    ids = [s.id for s in kept]
+    metrics, rows = summarize(stats, ids, dataset, list(layout.class_names), boundary=boundary)
     checked = EvalMetrics.model_validate({
-        **metrics, "run": run_dir.name, "experiment": cfg.name, "model": cfg.model.name, "seed": cfg.trainer.seed,
+        **metrics, "run": run_dir.name, "experiment": cfg.name, "model": read_metrics(run_dir).model,
+        "seed": cfg.trainer.seed,
         "source_dataset": cfg.dataset.name, "dataset": dataset, "split": split, "n_test": len(ids),
         "evaluation": stamp, "excluded": excluded,
     })

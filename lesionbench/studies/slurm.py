@@ -4,7 +4,9 @@ Plain ``sbatch`` with a generated script, not submitit: the script is written be
 can read, audit and re-submit it by hand, and it needs no accounting database (submitit polls ``sacct``; here
 ``squeue`` / ``scontrol`` and the run folders are enough). Near the time limit SLURM signals the batch shell
 (``--signal=B:USR1@N``); it requeues its own task, the worker (SIGTERM) releases its claim, and the requeued task
-(same worker id) resumes the run from its last.ckpt.
+(same worker id) resumes the run from its last.ckpt. A worker returns only once every run of the suite is settled
+(finished or failed), so the run of a task that is cancelled or lost is taken by a task still running; the array is
+sized to the runs left to train.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ class SlurmOptions(BaseModel):
     cpus_per_task: int | None = Field(None, ge=1)
     mem: str | None = Field(None, description="Memory per task, e.g. 32G")
     parallelism: int | None = Field(None, ge=1, description="At most this many tasks at once (--array=0-N%P)")
-    tasks: int | None = Field(None, ge=1, description="Array size (default: one task per run, at most parallelism)")
+    tasks: int | None = Field(None, ge=1, description="Array size at most (default: one task per run left to train, "
+                                                      "at most parallelism)")
     signal_seconds: int = Field(120, ge=0, description="USR1 this long before the time limit: requeue")
     extra: list[str] = Field(default_factory=list, description="More sbatch options, e.g. --account=lab")
     job_name: str | None = None
@@ -44,9 +47,16 @@ def merge(base: SlurmOptions | None, **flags) -> SlurmOptions:
     return SlurmOptions.model_validate(data)
 
 
+def array_size(opts: SlurmOptions, n_left: int) -> int:
+    """Array tasks for ``n_left`` runs still to train: one per run, at most ``parallelism`` (tasks beyond those
+    that run at once would start only when the others are done, and find nothing), at most ``tasks``."""
+    return max(1, min(n_left, opts.tasks or n_left, opts.parallelism or n_left))
+
+
 def render_script(opts: SlurmOptions, worker_args: list[str], n_runs: int, suite_dir: Path, workdir: Path) -> str:
-    """The batch script: #SBATCH header, a USR1 trap that requeues this task, one worker."""
-    tasks = opts.tasks or min(n_runs, opts.parallelism or n_runs)  # more tasks than run at once would idle
+    """The batch script for ``n_runs`` runs left to train: #SBATCH header, a USR1 trap that requeues this task,
+    one worker (it returns once every run of the suite is settled, so a lost task's run is taken by another)."""
+    tasks = array_size(opts, n_runs)
     array = f"0-{tasks - 1}" + (f"%{opts.parallelism}" if opts.parallelism else "")
     lines = ["#!/bin/bash", f"#SBATCH --job-name={opts.job_name or 'lesionbench-' + suite_dir.name}",
              f"#SBATCH --array={array}", f"#SBATCH --output={suite_dir / 'slurm'}/%A_%a.out", "#SBATCH --open-mode=append",
@@ -69,8 +79,7 @@ def render_script(opts: SlurmOptions, worker_args: list[str], n_runs: int, suite
         "trap requeue USR1",
         "# SLURM_JOB_NAME=interactive: Lightning's documented opt-out of its SLURM environment, so this worker",
         "# (not srun) starts the processes of a multi-GPU (DDP) run inside its one task.",
-        f'SLURM_JOB_NAME=interactive {command} --worker "{worker}" --worker-index "$SLURM_ARRAY_TASK_ID" '
-        "--exit-when-idle &",
+        f'SLURM_JOB_NAME=interactive {command} --worker "{worker}" --worker-index "$SLURM_ARRAY_TASK_ID" &',
         "pid=$!",
         'while kill -0 "$pid" 2>/dev/null; do wait "$pid"; status=$?; done  # wait returns early on a trapped signal',
         'exit "${status:-0}"',

@@ -15,6 +15,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from lesionbench.bundled import (
+    experiments_dir,  # noqa: F401 - where it used to live (tests import it here)
+    find_experiment,
+    find_suite,
+    known,
+)
 from lesionbench.config import (
     RENAMED,
     ConfigError,
@@ -27,15 +33,6 @@ from lesionbench.config import (
 )
 from lesionbench.settings import settings
 from lesionbench.studies.slurm import SlurmOptions
-
-
-def experiments_dir() -> Path:
-    """$LESIONBENCH_EXPERIMENTS, else ./experiments, else the one beside the package."""
-    for candidate in (settings().experiments, Path.cwd() / "experiments",
-                      Path(__file__).resolve().parents[2] / "experiments"):
-        if candidate is not None and candidate.is_dir():
-            return candidate
-    raise ConfigError("no experiments/ folder found: run from the repository root or set LESIONBENCH_EXPERIMENTS")
 
 
 class MatrixModel(BaseModel):
@@ -83,17 +80,39 @@ class PlannedRun:
 
 
 def load_suite(name_or_path: str) -> SuiteConfig:
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = experiments_dir() / "suites" / f"{name_or_path}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in (experiments_dir() / "suites").glob("*.yaml"))
+    """A suite by bundled name (``demo``, from any folder) or by the path of a suite file."""
+    path = find_suite(name_or_path)
+    if path is None:
         renamed = f"; '{name_or_path}' is now called '{RENAMED[name_or_path]}'" if name_or_path in RENAMED else ""
-        raise ConfigError(f"unknown suite '{name_or_path}' (known: {', '.join(known)}){renamed}")
+        raise ConfigError(f"unknown suite '{name_or_path}': no such file, and no bundled suite of that name "
+                          f"(known: {', '.join(known('suites'))}){renamed}")
     try:
         return SuiteConfig.model_validate(read_yaml(path))
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, str(path), SuiteConfig)) from None
+
+
+#: The shared recipe of ``run --models``: the fair matrix's (same data, budget, loss, optimiser for every model).
+FAIR_BASE, FAIR_SEEDS = "_fair_base.yaml", [0, 1, 2]
+
+
+def models_suite(models: list[str], datasets: list[str], seeds: list[int] | None = None) -> SuiteConfig:
+    """``run --models a,b --dataset kvasir-seg``: a fair matrix suite on the fair base recipe, named after
+    what it compares (the same name in results/, `status --suite` and `leaderboard --suite`)."""
+    labels = [_slug(m.replace("smp:", "smp-").replace("/", "-")) for m in models]
+    name = f"compare_{'+'.join(datasets)}_{'-vs-'.join(labels)}"
+    if len(name) > 100:  # a folder name: keep it short, and unique through a hash of what it compares
+        import hashlib
+
+        name = f"{name[:80]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    data = {"name": name, "description": f"{', '.join(models)} on {', '.join(datasets)}: the fair recipe "
+                                         f"({FAIR_BASE}), every model the same budget",
+            "matrix": {"base": FAIR_BASE, "models": list(models), "datasets": list(datasets),
+                       "seeds": list(seeds or FAIR_SEEDS)}}
+    try:
+        return SuiteConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, "--models/--dataset", SuiteConfig)) from None
 
 
 def _slug(text: str) -> str:
@@ -102,9 +121,7 @@ def _slug(text: str) -> str:
 
 def expand_experiment(path: str | Path, overrides: list[str], quick: bool, synthetic: bool,
                       seeds: list[int] | None = None) -> list[PlannedRun]:
-    path = Path(path)
-    if not path.is_file() and (experiments_dir() / path).is_file():
-        path = experiments_dir() / path
+    path = find_experiment(path)
     data = read_yaml(path)
     data.setdefault("name", path.stem)
     runs = []
@@ -129,7 +146,7 @@ def expand_suite(suite: SuiteConfig, overrides: list[str] = (), quick: bool = Fa
         runs += expand_experiment(exp, extra, quick, synthetic, suite.seeds)
     if suite.matrix:
         m = suite.matrix
-        base_path = experiments_dir() / m.base
+        base_path = find_experiment(m.base)
         base = read_yaml(base_path)
         for dataset in m.datasets:
             for entry in m.models:
@@ -156,47 +173,73 @@ def suite_dir_name(name: str, quick: bool, synthetic: bool) -> str:
 
 def run_all(runs: list[PlannedRun], out_dir: Path, suite: str,
             on_update: Callable[[str, str, dict[str, Any]], None] | None = None,
-            progress: bool = False, worker: str | None = None, wait: bool = True,
-            run_logs: bool = False, offset: int = 0) -> dict[str, str]:
+            progress: bool = False, worker: str | None = None, run_logs: bool = False,
+            offset: int = 0) -> dict[str, str]:
     """Run each planned run that this worker can claim; skip finished ones, resume interrupted ones, record failures.
 
-    Any number of workers may share ``out_dir``: a run held by a live worker is revisited later (``wait``) or
-    left to it; a stale claim is taken over. A run that failed since this worker started is not retried by it.
+    Any number of workers may share ``out_dir`` (work_through): this one returns when every run is settled.
     ``offset`` rotates the order so that workers started together begin on different runs.
     """
-    from lesionbench.studies.claim import claim_timeout
     from lesionbench.studies.datacheck import warn_if_data_changed
 
     notify = on_update or (lambda *a: None)
+    started = time.time()
+
+    def settled(run: PlannedRun) -> str | None:
+        return _settled(run, out_dir / run.name, started)
+
+    def work(run: PlannedRun) -> str:
+        return _train_one(run, out_dir / run.name, suite, notify, progress, run_logs)
+
+    def skipped(run: PlannedRun) -> None:
+        warn_if_data_changed(run.name, out_dir / run.name, run.config)  # reused either way; one line if it differs
+        notify(run.name, "skipped (finished)", {})
+
+    return work_through(runs, out_dir, settled, work, notify, worker=worker, offset=offset, on_skipped=skipped)
+
+
+def work_through(runs: list[PlannedRun], out_dir: Path, settled: Callable[[PlannedRun], str | None],
+                 work: Callable[[PlannedRun], str], notify: Callable[[str, str, dict[str, Any]], None] | None = None,
+                 worker: str | None = None, offset: int = 0, poll: float | None = None,
+                 on_skipped: Callable[[PlannedRun], None] | None = None) -> dict[str, str]:
+    """The worker loop of every way to run a suite: claim each run that is not ``settled`` and ``work`` it under
+    its claim; a run held by another worker is revisited every ``poll`` seconds until it is settled, so a run its
+    worker released (a cancelled SLURM task) or left silent (a SIGKILLed one; stale, or its process gone from this
+    host) is taken here. Returns {run: "finished" | "skipped" | "failed"} once every run is settled; a DDP rank
+    (LOCAL_RANK > 0) stops when its rank zero, which it follows, is gone.
+    """
+    from lesionbench.studies.claim import claim_timeout
+
+    notify = notify or (lambda *a: None)
+    poll = poll if poll is not None else min(5.0, claim_timeout() / 4)
     statuses: dict[str, str] = {}
-    started, poll = time.time(), min(5.0, claim_timeout() / 4)
     pending = runs[offset % len(runs):] + runs[:offset % len(runs)] if runs else []
     told: set[str] = set()
     acquire, parent = _claimer(worker), os.getppid()
     while pending and (settings().local_rank == 0 or os.getppid() == parent):
         held: list[PlannedRun] = []
         for run in pending:
-            run_dir = out_dir / run.name
-            state = _settled(run, run_dir, started)
+            state = settled(run)
             if state is None:
-                claim = acquire(run_dir)
+                claim = acquire(out_dir / run.name)
                 if claim is None:
                     held.append(run)
                     if run.name not in told:
                         told.add(run.name)
                         notify(run.name, "held by another worker", {})
                     continue
-                with claim:  # finished by another worker since the first look?
-                    state = _settled(run, run_dir, started) or _train_one(run, run_dir, suite, notify, progress, run_logs)
-            if state == "skipped":
-                warn_if_data_changed(run.name, run_dir, run.config)  # reused either way; one line if it differs
-                notify(run.name, "skipped (finished)", {})
+                with claim:
+                    state = settled(run)
+                    if state is None:
+                        state = work(run)
+                    elif hasattr(claim, "outcome"):  # settled by another worker since the first look
+                        claim.outcome = f"{state} (settled meanwhile)"
+            if state == "skipped" and on_skipped is not None:
+                on_skipped(run)
             statuses.setdefault(run.name, state)
-        pending = held if wait else []
+        pending = held
         if pending:
             time.sleep(poll)
-    for run in runs:  # left to other live workers (wait=False): settled by now?
-        statuses.setdefault(run.name, _settled(run, out_dir / run.name, started) or "held")
     return statuses
 
 
@@ -223,7 +266,7 @@ def _claimer(worker: str | None) -> Callable[[Path], Any]:
 def _settled(run: PlannedRun, run_dir: Path, since: float) -> str | None:
     """"skipped" when finished, "failed" when it failed since ``since``, else None (to be trained)."""
     from lesionbench.io import read_json
-    from lesionbench.training.run import is_finished
+    from lesionbench.lifecycle import is_finished
 
     if is_finished(run_dir, run.config):
         return "skipped"
@@ -235,7 +278,8 @@ def _settled(run: PlannedRun, run_dir: Path, since: float) -> str | None:
 
 
 def _train_one(run: PlannedRun, run_dir: Path, suite: str, notify: Callable, progress: bool, run_logs: bool) -> str:
-    from lesionbench.training.run import record_failure, train
+    from lesionbench.lifecycle import record_failure
+    from lesionbench.studies.train import train
 
     notify(run.name, "running", {})
     start = time.perf_counter()
@@ -245,7 +289,8 @@ def _train_one(run: PlannedRun, run_dir: Path, suite: str, notify: Callable, pro
                 print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {run.name}: training on {os.uname().nodename} "
                       f"(pid {os.getpid()})", flush=True)
             result = train(run.config, run_dir, suite=suite, progress=progress)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, scancel, a requeue (Lightning turns them into sys.exit(1))
+        _mark_interrupted(run_dir)
         notify(run.name, "interrupted", {})
         raise
     except Exception as err:  # noqa: BLE001 - one failed run must not stop the suite
@@ -257,6 +302,23 @@ def _train_one(run: PlannedRun, run_dir: Path, suite: str, notify: Callable, pro
                                   "seconds": time.perf_counter() - start})
     cross_evaluate([run], run_dir.parent, notify)
     return "finished"
+
+
+def _mark_interrupted(run_dir: Path) -> None:
+    """run.json of a run stopped while it trained says so (not "running"): its claim is released as it unwinds and
+    the next worker resumes it from last.ckpt. Rank zero writes; a folder too broken to read is left as it is."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    from lesionbench.runfolder import RunFolderError, read_run_info, write_run_info
+
+    if rank_zero_only.rank != 0:
+        return
+    try:
+        info = read_run_info(run_dir)
+        if info.status == "running":
+            write_run_info(run_dir, info.model_copy(update={"status": "interrupted"}))
+    except (RunFolderError, OSError):
+        pass
 
 
 def cross_evaluate(runs: list[PlannedRun], out_dir: Path, notify: Callable | None = None) -> dict[str, str]:
@@ -302,23 +364,50 @@ def _output_to(path: Path | None) -> Iterator[None]:
 
 
 def leaderboard_due(statuses: dict[str, str], suite_dir: Path, since: float) -> bool:
-    """Whoever completes a suite writes its leaderboard, once: when no run is left to anyone, the worker that
-    finished the newest result writes it; a worker that finished none writes it only when the board is missing or
-    older than results made before it started (a re-run of a finished suite)."""
+    """True for the one worker that writes the suite's leaderboard: every run is settled (finished, skipped or
+    failed), the board is missing or older than the newest result, and this worker made the marker of exactly this
+    state of the results and the board (``.leaderboard-<hash>``, O_EXCL, studies/claim.mark) before any other. So
+    workers finishing together write it once, a re-run of a finished suite does not write it again, and a writer
+    that died before writing is replaced (its marker is taken over). ``since`` is kept for callers (unused)."""
+    import hashlib
+
+    from lesionbench.studies.claim import mark
+
     if not statuses or any(s not in ("finished", "skipped", "failed") for s in statuses.values()):
         return False
-    made = {}
-    for name, state in statuses.items():
-        path = suite_dir / name / "metrics.json"
-        if state in ("finished", "skipped") and path.is_file():  # a DDP rank > 0 writes none
-            made[name] = path.stat().st_mtime
-    if not made:
+    if not settings().is_rank_zero:  # a DDP rank that re-ran the command: its rank zero decides
         return False
-    newest = max(made, key=made.get)
-    if statuses[newest] == "finished" or "finished" in statuses.values():
-        return statuses[newest] == "finished"
-    board = suite_dir / "leaderboard.md"
-    return made[newest] < since and (not board.is_file() or board.stat().st_mtime < made[newest])
+    state = []
+    for name, status in sorted(statuses.items()):
+        path = suite_dir / name / ("run.json" if status == "failed" else "metrics.json")
+        try:
+            st = path.stat()
+        except OSError:  # a DDP rank > 0 writes no metrics.json
+            continue
+        state.append((name, status == "failed", st.st_mtime_ns, st.st_size))  # the same for every worker
+    if all(failed for _, failed, _, _ in state):
+        return False
+    newest = max(mtime for _, _, mtime, _ in state)
+
+    def board() -> int | None:
+        try:
+            return (suite_dir / "leaderboard.md").stat().st_mtime_ns
+        except OSError:
+            return None
+
+    seen = board()
+    if seen is not None and seen >= newest:
+        return False
+    key = hashlib.sha256(repr((state, seen)).encode()).hexdigest()[:16]
+    if not mark(suite_dir / f".leaderboard-{key}"):
+        return False
+    now = board()
+    if now is not None and now >= newest:  # written meanwhile (by a winner whose marker this one replaced as it exited)
+        return False
+    for old in suite_dir.glob(".leaderboard-*"):  # markers of earlier states
+        if old.name != f".leaderboard-{key}" and ".left-" not in old.name:
+            old.unlink(missing_ok=True)
+    return True
 
 
 def _visual_report(run_dir: Path) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from lesionbench.bundled import find_experiment
 from lesionbench.config import (
     ConfigError,
     ExperimentConfig,
@@ -31,7 +32,8 @@ from lesionbench.config import (
     read_yaml,
 )
 from lesionbench.io import atomic_write_json, atomic_write_text, read_json
-from lesionbench.studies.suite import experiments_dir, suite_dir_name
+from lesionbench.studies.preflight import check_one
+from lesionbench.studies.suite import suite_dir_name
 from lesionbench.studies.tune_support import (
     GRACE_FACTOR,
     HEARTBEAT_S,
@@ -76,6 +78,8 @@ class TuneResult:
     best: dict[str, Any] | None
     best_yaml: Path | None
     notes: list[str]
+    metric: str = "val/dice"
+    direction: str = "maximize"
 
 
 class _Duplicate(RuntimeError):
@@ -84,9 +88,7 @@ class _Duplicate(RuntimeError):
 
 def load_experiment(path: str | Path, opts: TuneOptions) -> tuple[dict[str, Any], ExperimentConfig, TuneConfig]:
     """The raw experiment (with --set applied) and its validated ``tune:`` section."""
-    path = Path(path)
-    if not path.is_file() and (experiments_dir() / path).is_file():
-        path = experiments_dir() / path
+    path = find_experiment(path)
     data = read_yaml(path)
     data.setdefault("name", path.stem)
     data = apply_overrides(data, list(opts.overrides))
@@ -150,11 +152,13 @@ def run_study(experiment: str | Path, opts: TuneOptions,
               on_trial: Callable[[FrozenTrial], None] | None = None,
               pruner: optuna.pruners.BasePruner | None = None) -> TuneResult:
     """Run this worker's share of the study, then write best.yaml, trials table and plots."""
+    from lesionbench.lifecycle import record_failure
+    from lesionbench.studies.train import train
     from lesionbench.training.loggers import finish_wandb
-    from lesionbench.training.run import record_failure, train
 
     data, base, tcfg = load_experiment(experiment, opts)
     source = str(experiment)
+    check_one(base)  # a problem every trial would meet: one line now, not a failed trial (and traceback) each
     sampler_name, pruner_name = opts.sampler or tcfg.sampler, opts.pruner or tcfg.pruner
     name = opts.study_name or suite_dir_name(f"{base.name}-tune", opts.quick, opts.synthetic)
     study_dir = Path(opts.out) / name
@@ -166,6 +170,7 @@ def run_study(experiment: str | Path, opts: TuneOptions,
         sampler=make_sampler(sampler_name, tcfg.params, opts.seed),
         pruner=pruner or make_pruner(pruner_name, epochs),
     )
+    study.set_user_attr("metric", tcfg.metric)  # what each trial's value is, for its table
     space = grid_space(tcfg.params, source) if sampler_name == "grid" else None
     n_trials = opts.n_trials or (grid_size(space) if space else tcfg.n_trials or 20)
 
@@ -241,7 +246,8 @@ def finish_study(study: optuna.Study, data: dict[str, Any], source: str, study_d
 
     all_trials = study.get_trials(deepcopy=False)
     trials = [{"number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
-               "reason": fail_reason(t)} for t in all_trials if "duplicate_of" not in t.user_attrs]
+               "test": t.user_attrs.get("test_dice"), "reason": fail_reason(t)}
+              for t in all_trials if "duplicate_of" not in t.user_attrs]
     notes: list[str] = []
     if space is not None:
         missing, dupes = grid_coverage(study, space)
@@ -253,14 +259,17 @@ def finish_study(study: optuna.Study, data: dict[str, Any], source: str, study_d
         bt = study.best_trial
         best = {"number": bt.number, "value": bt.value, "params": bt.params, "run_dir": bt.user_attrs.get("run_dir")}
         cfg = trial_config(data, bt.params, source, quick=False, synthetic=False)
-        header = (f"# Best trial {bt.number} of study '{study.study_name}': val/dice={bt.value:.4f}, params {bt.params}.\n"
+        header = (f"# Best trial {bt.number} of study '{study.study_name}': {study.user_attrs.get('metric', 'val/dice')}="
+                  f"{bt.value:.4f}, params {bt.params}.\n"
                   f"# Its run folder (the config it actually ran, e.g. with --quick/--synthetic): {best['run_dir']}\n"
                   f"# Run it: lesionbench run {study_dir / 'best.yaml'} {flags}".rstrip() + "\n")
         best_yaml = atomic_write_text(study_dir / "best.yaml", header + cfg.to_yaml())
+    metric, direction = study.user_attrs.get("metric", "val/dice"), study.direction.name.lower()
     atomic_write_json(study_dir / "study.json", {"study": study.study_name, "storage": url, "best": best,
-                                                 "trials": trials, "notes": notes})
-    write_trials_table(study_dir, trials)
+                                                 "metric": metric, "direction": direction, "trials": trials,
+                                                 "notes": notes})
+    write_trials_table(study_dir, trials, metric, direction)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         notes += save_plots(study, study_dir)
-    return TuneResult(study.study_name, study_dir, url, trials, best, best_yaml, notes)
+    return TuneResult(study.study_name, study_dir, url, trials, best, best_yaml, notes, metric, direction)

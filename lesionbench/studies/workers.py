@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from lesionbench.settings import child_environment
@@ -20,10 +21,9 @@ from lesionbench.studies.status import RunState, suite_status
 from lesionbench.studies.suite import PlannedRun
 
 
-def worker_command(run_args: list[str], worker: str, index: int, exit_when_idle: bool = False) -> list[str]:
+def worker_command(run_args: list[str], worker: str, index: int) -> list[str]:
     """The same command as typed (without the launch options), as one worker."""
-    return [sys.executable, "-m", "lesionbench.cli", "run", *run_args, "--worker", worker, "--worker-index", str(index),
-            *(["--exit-when-idle"] if exit_when_idle else [])]
+    return [sys.executable, "-m", "lesionbench.cli", "run", *run_args, "--worker", worker, "--worker-index", str(index)]
 
 
 def cpu_count() -> int:
@@ -48,24 +48,47 @@ def detect_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
 
 
+@dataclass
+class WorkerEnd:
+    """How one worker process ended."""
+
+    index: int
+    pid: int
+    code: int  # its exit status; -N: killed by signal N
+    log: Path
+    worker: str = ""  # its worker id, as its claims name it
+
+    def describe(self) -> str:
+        if self.code < 0:
+            try:
+                how = f"was killed by {signal.Signals(-self.code).name}"
+            except ValueError:
+                how = f"was killed by signal {-self.code}"
+        else:
+            how = f"exited with code {self.code}"
+        return f"worker {self.index} (pid {self.pid}) {how}; its log: {self.log}"
+
+
 def launch(run_args: list[str], n: int, gpus: list[str] | None, runs: list[PlannedRun], suite_dir: Path,
-           on_poll: Callable[[list[RunState]], None], every: float = 1.0) -> int:
+           on_poll: Callable[[list[RunState]], None], every: float = 1.0) -> list[WorkerEnd]:
     """Start ``n`` workers, report the run folders' state every ``every`` seconds until all have exited.
 
-    Returns 0 when every worker succeeded, else the first non-zero exit code. Ctrl-C stops the workers (they
-    release their claims; an interrupted run resumes from last.ckpt next time) and is raised again.
+    Returns how each worker ended: whether the suite is complete is for the run folders to say, since the other
+    workers take over the runs of one that died. Ctrl-C stops the workers (they release their claims; an
+    interrupted run resumes from last.ckpt next time) and is raised again.
     """
     gpus = gpus if gpus is not None else detect_gpus()
     log_dir = suite_dir / "workers"
     log_dir.mkdir(parents=True, exist_ok=True)
-    procs = []
+    procs, names = [], [f"w{k}-{os.getpid()}@{os.uname().nodename}" for k in range(n)]
     for k in range(n):
         with open(log_dir / f"worker-{k}.log", "a") as log:
-            procs.append(subprocess.Popen(worker_command(run_args, f"w{k}-{os.getpid()}@{os.uname().nodename}", k),
+            procs.append(subprocess.Popen(worker_command(run_args, names[k], k),
                                           env=worker_env(k, n, gpus), stdout=log, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL))
     try:
-        while any(p.poll() is None for p in procs):
+        while [p for p in procs if p.poll() is None]:  # poll() each (any() would stop at the first): a dead
+            # worker is reaped at once, or it stays a zombie whose pid looks alive and blocks the takeover of its run
             on_poll(suite_status(runs, suite_dir))
             time.sleep(every)
     except KeyboardInterrupt:
@@ -76,5 +99,4 @@ def launch(run_args: list[str], n: int, gpus: list[str] | None, runs: list[Plann
             p.wait()
         raise
     on_poll(suite_status(runs, suite_dir))
-    codes = [p.returncode for p in procs]
-    return next((c for c in codes if c != 0), 0)
+    return [WorkerEnd(k, p.pid, p.returncode, log_dir / f"worker-{k}.log", names[k]) for k, p in enumerate(procs)]

@@ -1,40 +1,31 @@
-"""What makes a run folder safe to resume: checkpoints that are data only, tied to their config.
+"""What makes a Lightning run safe to resume: checkpoints that are data only, tied to their config.
 
 Why: a checkpoint is a pickle, and ``torch.load(weights_only=False)`` runs whatever code it names;
-a truncated file (a full disk, a copy from /tmp cut short) must not block a run for good; and an
-old folder made under another config must never pass its results off as the new config's.
+a truncated file (a full disk, a copy from /tmp cut short) must not block a run for good, and a
+checkpoint made under another config must never be resumed (a stale run folder as a whole is set
+aside by lesionbench/lifecycle/runs.py before anything is written).
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import pickle
-import shutil
 import time
-from datetime import UTC, datetime
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from lightning.pytorch.callbacks import Callback
 
-from lesionbench.config import ExperimentConfig
 from lesionbench.errors import LesionBenchError
-from lesionbench.runfolder import RunFolderError, read_run_info
+from lesionbench.io import DiskFullError, free_bytes
 
 log = logging.getLogger(__name__)
-#: Where a run folder made under another config goes (beside the runs, never read as a run).
-SUPERSEDED = "superseded"
 
 
 class CheckpointError(LesionBenchError):
     """A checkpoint that is unreadable, truncated, or holds more than plain data (one line)."""
-
-
-class DiskFullError(LesionBenchError):
-    """No space left while writing into a run folder (one line: the folder and the space needed)."""
 
 
 def _reason(err: BaseException) -> str:
@@ -102,68 +93,31 @@ class TrainClock(Callback):
         self.previous = float((checkpoint.get("lesionbench") or {}).get("train_seconds", 0.0))
 
 
-def folder_hash(run_dir: Path) -> str | None:
-    """The hash of the config a run folder was made with, under today's hash rules (config.yaml),
-    else the one its run.json recorded; None for a folder holding neither."""
-    try:
-        raw = yaml.safe_load((run_dir / "config.yaml").read_text())
-        return ExperimentConfig.model_validate(raw).config_hash()
-    except Exception:  # noqa: BLE001 - missing, unreadable or from an older schema: ask run.json
-        pass
-    try:
-        return read_run_info(run_dir).config_hash
-    except RunFolderError:
-        return None
-
-
-#: Files of the run's claim (studies/claim.py): they belong to the worker training the run now.
-CLAIM_FILES = ("claim.json", "claims.log", ".claim-", ".takeover-")
-
-
-def set_aside_if_stale(run_dir: Path, cfg: ExperimentConfig) -> Path | None:
-    """Move a result made under another config to ``superseded/<run>.old-<hash>-<time>`` (never
-    overwritten, never deleted), so the new config starts fresh; returns where it went. A folder with
-    no config of its own (only a claim, or a run killed before it wrote config.yaml) holds no result
-    and stays; the claim files stay in any case, they are the current worker's lock."""
-    old = folder_hash(run_dir) if run_dir.is_dir() else None
-    if old is None or old == cfg.config_hash():
-        return None
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    target_dir = run_dir.parent / SUPERSEDED
-    base = f"{run_dir.name}.old-{old}-{stamp}"
-    target, n = target_dir / base, 1
-    while target.exists():
-        target, n = target_dir / f"{base}-{n}", n + 1
-    target.mkdir(parents=True)
-    for entry in run_dir.iterdir():
-        if not entry.name.startswith(CLAIM_FILES):
-            entry.rename(target / entry.name)
-    log.warning("%s: made under another config (hash %s, now %s); kept as %s, training afresh",
-                run_dir, old, cfg.config_hash(), target)
-    return target
-
-
-def _existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
 def checkpoint_bytes(model: torch.nn.Module) -> int:
     """About one Lightning checkpoint of ``model``: its weights and an Adam-like optimiser's two moments."""
     return 3 * sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 def disk_full(run_dir: Path, err: OSError, one_checkpoint: int | None) -> DiskFullError:
-    """One line for ENOSPC: the folder, the free space, and about what the run needs (its best and
-    last checkpoints, rewritten every epoch)."""
-    free = shutil.disk_usage(_existing(run_dir)).free
+    """One line for ENOSPC while training: the folder, the free space, and about what the run needs
+    (its best and last checkpoints, rewritten every epoch)."""
     need = f"about {2 * one_checkpoint / 2**20:.1f} MB (best + last checkpoint)" if one_checkpoint else \
         "room for its checkpoints"
-    what = f" writing {Path(err.filename).name}" if err.filename else ""
-    return DiskFullError(f"{run_dir}: no space left on the device{what}: {free / 2**20:.0f} MB free, the run "
-                         f"needs {need}; free space or choose another --out, then re-run to resume")
+    target = getattr(err, "filename2", None) or err.filename  # a copy names its source first
+    what = f" writing {Path(target).name}" if target else ""
+    free = free_bytes(run_dir)
+    return DiskFullError(f"{run_dir}: no space left on the device{what}: "
+                         f"{'unknown space' if free is None else f'{free / 2**20:.0f} MB'} free, the run needs {need}; "
+                         "free space or choose another --out, then re-run to resume")
 
 
-def is_disk_full(err: BaseException) -> bool:
-    return isinstance(err, OSError) and err.errno == errno.ENOSPC
+def drop_truncated(run_dir: Path) -> list[Path]:
+    """Remove the checkpoints a full disk cut short (a torch checkpoint is a zip archive, whose
+    directory is written last); returns them. Whole checkpoints stay: the run resumes from them
+    once there is room."""
+    folder = run_dir / "checkpoints"
+    cut = [p for p in folder.rglob("*.ckpt") if p.is_file() and not zipfile.is_zipfile(p)] if folder.is_dir() else []
+    for path in cut:
+        path.unlink(missing_ok=True)
+        log.warning("%s: removed (cut short by the full disk)", path)
+    return cut

@@ -1,60 +1,59 @@
-"""train(cfg, run_dir): the only way a training happens. Suites and studies compose it.
+"""train(cfg, run_dir): the Lightning engine. Which engine trains a config is decided above the
+engines (lesionbench/studies/train.py); suites and studies compose that.
 
-The run folder it leaves is the contract of lesionbench/runfolder.py. While a run can still
-resume it keeps full Lightning checkpoints (checkpoints/<i>-<phase>/), each tied to the config
-hash; once finished it keeps only the best weights (model.safetensors beside config.yaml).
+The run folder it leaves is the contract of lesionbench/runfolder.py, written at start and finish by
+lesionbench/lifecycle (as every engine's is). While a run can still resume it keeps full Lightning
+checkpoints (checkpoints/<i>-<phase>/), each tied to the config hash; once finished it keeps only the
+best weights (model.safetensors beside config.yaml).
+
+Phases of one training, each a function below: prepare (seed, data, task, phases already done) ->
+start (config.yaml, run.json) -> fit each phase (restoring its best weights) -> test -> finish.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import traceback
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 
 from lesionbench.config import ExperimentConfig
 from lesionbench.data import SegmentationDataModule
 from lesionbench.data.preprocess import describe
-from lesionbench.io import atomic_path, atomic_write_text
+from lesionbench.errors import LesionBenchError
+from lesionbench.io import DiskFullError, atomic_path, is_disk_full
+from lesionbench.lifecycle import finish_run, set_aside_if_stale, start_run
+from lesionbench.lifecycle.profile import measure_cost
 from lesionbench.metrics.scores import summarize
+from lesionbench.models.registry import accepts_option
 from lesionbench.runfolder import (
     WEIGHTS,
     Determinism,
-    PerImageRow,
     PhaseDone,
     RunFolderError,
     RunInfo,
     RunMetrics,
-    read_metrics,
+    RunResult,
     read_phase_done,
-    read_run_info,
-    write_metrics,
-    write_per_image,
     write_phase_done,
-    write_run_info,
 )
 from lesionbench.training.checkpoints import (
     CheckpointError,
     TrainClock,
     checkpoint_bytes,
     disk_full,
-    folder_hash,
-    is_disk_full,
+    drop_truncated,
     load_checkpoint,
     resume_checkpoint,
-    set_aside_if_stale,
 )
 from lesionbench.training.loggers import build_loggers, close_loggers
-from lesionbench.training.profile import measure_cost
-from lesionbench.training.provenance import provenance
-from lesionbench.training.task import SegmentationTask, selection_monitor
+from lesionbench.training.task import SegmentationTask, create_network, selection_monitor
 from lesionbench.training.test_outputs import SaveTestOutputs
 from lesionbench.training.trainer import build_trainer, merge_csv_logs, start_phase_log
 
@@ -62,28 +61,28 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class RunResult:
+class _Run:
+    """One training of one (frozen) config into one folder: what its phases hand on to each other."""
+
+    cfg: ExperimentConfig
     run_dir: Path
-    status: str
-    metrics: RunMetrics | None = None  # what metrics.json holds (rank zero of a finished run)
+    suite: str
+    callbacks: list[Callback]
+    progress: bool
+    loggers: list[Logger]
+    rank_zero: bool
+    cfg_hash: str
+    checkpoint_bytes: int | None = None  # about one checkpoint, for a full disk's message
+    dm: SegmentationDataModule = None  # type: ignore[assignment]  # set by _prepare
+    task: SegmentationTask = None  # type: ignore[assignment]  # set by _prepare
+    trainer: L.Trainer | None = None
+    determinism: Determinism | None = None
+    start: int = 0  # the first phase to train (earlier ones were done before an interruption)
     best_val: float | None = None
-    error: str | None = None
-
-
-def is_finished(run_dir: Path, cfg: ExperimentConfig) -> bool:
-    """Done when run.json and metrics.json are valid, the folder's config.yaml hashes (under today's
-    rules, so a change of what the hash covers retrains nothing) to this config's hash, and the best
-    weights are still there (a copied-in result without weights is re-made, e.g. the committed demo)."""
-    try:
-        info, metrics = read_run_info(run_dir), read_metrics(run_dir)
-    except RunFolderError:
-        return False
-    best = info.best_checkpoint or metrics.best_checkpoint
-    return info.status == "finished" and folder_hash(run_dir) == cfg.config_hash() and (run_dir / best).is_file()
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    train_time: float = 0.0
+    epochs_done: int = 0
+    resumed: bool = False
+    test: tuple[dict[str, Any], list[dict[str, Any]]] = field(default_factory=lambda: ({}, []))
 
 
 def train(
@@ -93,152 +92,160 @@ def train(
     callbacks: list[Callback] | None = None,
     progress: bool = True,
 ) -> RunResult:
-    """Fit every phase, restore the best weights, test them, write the run folder (see _train).
-
-    The run owns its loggers: made once, shared by its phases, closed when it ends, finished or
-    not. A full disk ends in one line naming the folder and the space needed. With ``engine: nnunet``
-    nnU-Net v2 trains instead (lesionbench/engines/nnunet.py), into the same run folder.
-    """
-    if cfg.engine == "nnunet":
-        from lesionbench.engines.nnunet import train_nnunet
-
-        return train_nnunet(cfg, Path(run_dir), suite)
-    run_dir, sizes = Path(run_dir), {}
-    if _is_rank_zero():
-        set_aside_if_stale(run_dir, cfg)  # before anything (a logger) writes into the folder
-    loggers = build_loggers(cfg, run_dir)
-    try:
-        return _train(cfg, run_dir, suite, callbacks or [], progress, sizes, loggers)
-    except OSError as err:
-        if is_disk_full(err):
-            raise disk_full(run_dir, err, sizes.get("checkpoint")) from err
-        raise
-    finally:
-        close_loggers(loggers)
-
-
-def _train(cfg: ExperimentConfig, run_dir: Path, suite: str, callbacks: list[Callback], progress: bool,
-           sizes: dict[str, int], loggers: list[Logger]) -> RunResult:
     """Fit every phase, restore the best weights, test them, write the run folder.
 
     A folder made under another config is set aside first; an interrupted run of this config
     resumes from its last good checkpoint and skips phases already done. Only global rank zero
-    writes files, so DDP runs write one folder.
+    writes files, so DDP runs write one folder. The run owns its loggers: made once, shared by its
+    phases, closed when it ends, finished or not. A full disk ends in one line naming the folder and
+    the space needed; the checkpoints it cut short are removed.
     """
-    rank_zero = _is_rank_zero()
-    cfg_hash = cfg.config_hash()
-    previous = _previous_info(run_dir)
-    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    dm = SegmentationDataModule.from_experiment(cfg)
-    dm.prepare_data()
-    dm.setup("fit")
-    task = SegmentationTask(cfg.model_dump(mode="json"))
-    sizes["checkpoint"] = checkpoint_bytes(task.model)  # for a full disk's message
-    start, best_val, train_time = _skip_done_phases(task, run_dir, cfg_hash)
-    resumed = start > 0
-    info = RunInfo(status="running", run=run_dir.name, suite=suite, experiment=cfg.name, config_hash=cfg_hash,
-                   seed=cfg.trainer.seed, started=_now(), data_manifest=dm.manifest_hash,
-                   data_content=dm.content_hash, **provenance(),
-                   resume_count=previous.resume_count if previous else 0)
+    if cfg.engine != "lightning":
+        raise LesionBenchError(f"{cfg.name}: engine: {cfg.engine} is not trained by the Lightning loop; train it "
+                               "through lesionbench.studies.train.train, which picks the engine")
+    run_dir, rank_zero = Path(run_dir), _is_rank_zero()
     if rank_zero:
-        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-        write_run_info(run_dir, info)
-
-    trainer, determinism, epochs_done = None, None, 0
-    for index in range(start, len(task.phases)):
-        task.set_phase(index)
-        phase = task.phases[index]
-        phase_dir = run_dir / "checkpoints" / f"{index}-{phase.name}"
-        found = resume_checkpoint(phase_dir, cfg_hash)
-        resumed = resumed or found is not None
-        clock = TrainClock(cfg_hash)
-        trainer, ckpt = build_trainer(cfg, phase, phase_dir, run_dir, [clock, SaveTestOutputs(run_dir), *callbacks],
-                                      progress, loggers)
-        determinism = determinism or _determinism(cfg)  # what Lightning switched on for this fit
+        set_aside_if_stale(run_dir, cfg)  # before anything (a logger) writes into the folder
+    run = _Run(cfg, run_dir, suite, callbacks or [], progress, build_loggers(cfg, run_dir), rank_zero,
+               cfg.config_hash())
+    try:
+        return _train(run)
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
         if rank_zero:
-            start_phase_log(run_dir / "logs" / phase_dir.name, int(found[1]["global_step"]) if found else None)
-        trainer.fit(task, datamodule=dm, ckpt_path=str(found[0]) if found else None, weights_only=True)
-        seconds = clock.seconds
-        train_time += seconds
-        epochs_done += trainer.current_epoch  # epochs this phase completed (early stopping included)
-        if trainer.interrupted:
-            raise KeyboardInterrupt
-        best_path = Path(ckpt.best_model_path) if ckpt.best_model_path else phase_dir / "last.ckpt"
-        if best_path.is_file():
-            _load_weights(task, best_path)  # "restore best weights" before the next phase
-        else:  # nothing was trained (e.g. limit_train_batches=0): keep these weights
-            trainer.save_checkpoint(best_path)
-        score = ckpt.best_model_score
-        if score is None and cfg.trainer.checkpoint == "last":  # the kept (last) epoch's own validation score
-            score = trainer.callback_metrics.get(selection_monitor(cfg, phase)[0])
-        best_val = float(score) if score is not None else best_val
-        if rank_zero:
-            write_phase_done(phase_dir / "done.json",
-                             PhaseDone(best=best_path.name, score=best_val, seconds=seconds, config_hash=cfg_hash))
+            drop_truncated(run_dir)  # frees the space they took, so the failure can be recorded
+        if isinstance(err, DiskFullError):  # already one line naming what it could not write
+            raise
+        raise disk_full(run_dir, err, run.checkpoint_bytes) from err
+    finally:
+        close_loggers(run.loggers)
 
-    if trainer is None:  # every phase was done before an interruption: a fresh trainer tests
-        trainer, _ = build_trainer(cfg, task.phases[-1], run_dir / "checkpoints" / "test", run_dir,
-                                   [SaveTestOutputs(run_dir)], progress, loggers)
-        determinism = _determinism(cfg)
-    dm.setup("test")
-    trainer.test(task, datamodule=dm, verbose=False)
-    if trainer.interrupted:  # a test loop cut short must never become a result
+
+def _train(run: _Run) -> RunResult:
+    _prepare(run)
+    info = start_run(run.run_dir, run.cfg, run.suite, write=run.rank_zero,
+                     data_manifest=run.dm.manifest_hash, data_content=run.dm.content_hash)
+    for index in range(run.start, len(run.task.phases)):
+        _fit_phase(run, index)
+    if not _test(run):
+        return RunResult(run.run_dir, "finished", best_val=run.best_val)
+    return _finish(run, info)
+
+
+def _prepare(run: _Run) -> None:
+    """Seed, data and task; the phases already done under this config are loaded, not trained again."""
+    L.seed_everything(run.cfg.trainer.seed, workers=True, verbose=False)
+    run.dm = SegmentationDataModule.from_experiment(run.cfg)
+    run.dm.prepare_data()
+    run.dm.setup("fit")
+    run.task = SegmentationTask(run.cfg, net=create_network(network_config(run.cfg)))  # the frozen config as is
+    run.checkpoint_bytes = checkpoint_bytes(run.task.model)
+    run.start, run.best_val, run.train_time = _skip_done_phases(run.task, run.run_dir, run.cfg_hash)
+    run.resumed = run.start > 0
+
+
+def network_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The config the network is built from: a model that takes encoder weights and names none gets
+    ``model.default_weights``, so it is built with the weights its config records (and hashes), not
+    with whatever $LESIONBENCH_WEIGHTS says at that moment."""
+    if "weights" in cfg.model.options or not accepts_option(cfg.model.name, "weights"):
+        return cfg
+    options = {**cfg.model.options, "weights": cfg.model.default_weights}
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"options": options})})
+
+
+def _fit_phase(run: _Run, index: int) -> None:
+    """Fit one phase (resuming its checkpoint), restore its best weights, mark it done."""
+    task, cfg = run.task, run.cfg
+    task.set_phase(index)
+    phase = task.phases[index]
+    phase_dir = run.run_dir / "checkpoints" / f"{index}-{phase.name}"
+    found = resume_checkpoint(phase_dir, run.cfg_hash)
+    run.resumed = run.resumed or found is not None
+    clock = TrainClock(run.cfg_hash)
+    run.trainer, ckpt = build_trainer(cfg, phase, phase_dir, run.run_dir,
+                                      [clock, SaveTestOutputs(run.run_dir), *run.callbacks], run.progress, run.loggers)
+    run.determinism = run.determinism or _determinism(cfg)  # what Lightning switched on for this fit
+    if run.rank_zero:
+        start_phase_log(run.run_dir / "logs" / phase_dir.name, int(found[1]["global_step"]) if found else None)
+    run.trainer.fit(task, datamodule=run.dm, ckpt_path=str(found[0]) if found else None, weights_only=True)
+    run.train_time += clock.seconds
+    run.epochs_done += run.trainer.current_epoch  # epochs this phase completed (early stopping included)
+    if run.trainer.interrupted:
         raise KeyboardInterrupt
-    if not trainer.is_global_zero:
-        return RunResult(run_dir, "finished", best_val=best_val)
+    best = _restore_best(run.trainer, task, ckpt, phase_dir)
+    score = ckpt.best_model_score
+    if score is None and cfg.trainer.checkpoint == "last":  # the kept (last) epoch's own validation score
+        score = run.trainer.callback_metrics.get(selection_monitor(cfg, phase)[0])
+    run.best_val = float(score) if score is not None else run.best_val
+    if run.rank_zero:
+        write_phase_done(phase_dir / "done.json", PhaseDone(best=best.name, score=run.best_val, seconds=clock.seconds,
+                                                            config_hash=run.cfg_hash))
 
-    index, stats = task.test_result
-    if index.numel() != len(dm.test_ids):  # (one image: torchmetrics hands back a 0-d index)
-        raise RuntimeError(f"{run_dir}: the test loop scored {index.numel()} of {len(dm.test_ids)} test images")
-    ids = [dm.test_ids[i] for i in index.reshape(-1).tolist()]  # torchmetrics squeezes a 1-image result
-    summary, rows = summarize(stats, ids, cfg.dataset.name, dm.class_names, boundary=task.test_boundary_result)
-    metrics = RunMetrics.model_validate({**summary, **{
-        "experiment": cfg.name, "run": run_dir.name, "suite": suite, "dataset": cfg.dataset.name,
-        "model": cfg.model.name, "seed": cfg.trainer.seed, "config_hash": cfg_hash,
-        "n_test": len(ids), "image_size": cfg.dataset.image_size,
-        "best_val": {selection_monitor(cfg, task.phases[-1])[0]: best_val},
+
+def _restore_best(trainer: L.Trainer, task: SegmentationTask, ckpt: ModelCheckpoint, phase_dir: Path) -> Path:
+    """Load the phase's best weights before the next phase (or the test); returns their checkpoint."""
+    best = Path(ckpt.best_model_path) if ckpt.best_model_path else phase_dir / "last.ckpt"
+    if best.is_file():
+        task.load_state_dict(load_checkpoint(best)["state_dict"])
+    else:  # nothing was trained (e.g. limit_train_batches=0): keep these weights
+        trainer.save_checkpoint(best)
+    return best
+
+
+def _test(run: _Run) -> bool:
+    """Test the restored weights; on global rank zero keep (summary, per-image rows) and return True."""
+    if run.trainer is None:  # every phase was done before an interruption: a fresh trainer tests
+        run.trainer, _ = build_trainer(run.cfg, run.task.phases[-1], run.run_dir / "checkpoints" / "test", run.run_dir,
+                                       [SaveTestOutputs(run.run_dir)], run.progress, run.loggers)
+        run.determinism = _determinism(run.cfg)
+    run.dm.setup("test")
+    run.trainer.test(run.task, datamodule=run.dm, verbose=False)
+    if run.trainer.interrupted:  # a test loop cut short must never become a result
+        raise KeyboardInterrupt
+    if not run.trainer.is_global_zero:
+        return False
+    index, stats = run.task.test_result
+    test_ids = run.dm.test_ids
+    if index.numel() != len(test_ids):  # (one image: torchmetrics hands back a 0-d index)
+        raise RuntimeError(f"{run.run_dir}: the test loop scored {index.numel()} of {len(test_ids)} test images")
+    ids = [test_ids[i] for i in index.reshape(-1).tolist()]  # torchmetrics squeezes a 1-image result
+    run.test = summarize(stats, ids, run.cfg.dataset.name, run.dm.class_names,
+                         boundary=run.task.test_boundary_result)
+    return True
+
+
+def _finish(run: _Run, info: RunInfo) -> RunResult:
+    """The best weights as safetensors, the merged logs, then the lifecycle's finished files."""
+    metrics = _metrics(run)
+    _save_weights(run.task, run.run_dir / WEIGHTS)
+    merge_csv_logs(run.run_dir / "logs", [f"{i}-{p.name}" for i, p in enumerate(run.task.phases)])
+    finish_run(run.run_dir, info, metrics, run.test[1], train_time_s=round(run.train_time, 2),
+               best_checkpoint=WEIGHTS, resumed=run.resumed, resume_count=info.resume_count + int(run.resumed),
+               determinism=run.determinism)
+    shutil.rmtree(run.run_dir / "checkpoints", ignore_errors=True)  # nothing left to resume
+    return RunResult(run.run_dir, "finished", metrics=metrics, best_val=run.best_val)
+
+
+def _metrics(run: _Run) -> RunMetrics:
+    cfg, task, dm = run.cfg, run.task, run.dm
+    summary, rows = run.test
+    cost = measure_cost(task.model, cfg.dataset.image_size, device=run.trainer.strategy.root_device)
+    return RunMetrics.model_validate({**summary, **{
+        "experiment": cfg.name, "run": run.run_dir.name, "suite": run.suite, "dataset": cfg.dataset.name,
+        "model": cfg.model.name, "seed": cfg.trainer.seed, "config_hash": run.cfg_hash,
+        "n_test": len(rows), "image_size": cfg.dataset.image_size,
+        "best_val": {selection_monitor(cfg, task.phases[-1])[0]: run.best_val},
         "published": cfg.published,
-        "cost": {**measure_cost(task.model, cfg.dataset.image_size, device=trainer.strategy.root_device),
-                 "train_time_s": round(train_time, 2),
+        "cost": {**cost, "train_time_s": round(run.train_time, 2),
                  # the budget a row consumed (nnU-Net counts iterations instead); phases skipped on resume not counted
-                 "images_seen": epochs_done * len(dm.train_ids) if start == 0 else None},
+                 "images_seen": run.epochs_done * len(dm.train_ids) if run.start == 0 else None},
         "best_checkpoint": WEIGHTS,
         "phases": [p.name for p in task.phases],
         "last_phase": task.phases[-1].name,
         "preprocessing": describe(cfg.dataset.image_size, (dm.mean, dm.std)),  # predict/explain/export read it
     }})
-    _save_weights(task, run_dir / WEIGHTS)
-    merge_csv_logs(run_dir / "logs", [f"{i}-{p.name}" for i, p in enumerate(task.phases)])
-    write_per_image(run_dir, [PerImageRow.model_validate(r) for r in rows])
-    write_run_info(run_dir, info.model_copy(update={
-        "status": "finished", "finished": _now(), "train_time_s": round(train_time, 2), "best_checkpoint": WEIGHTS,
-        "resumed": resumed, "resume_count": info.resume_count + int(resumed), "determinism": determinism,
-    }))
-    write_metrics(run_dir, metrics)  # last: a folder with metrics.json holds the whole result
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # nothing left to resume
-    return RunResult(run_dir, "finished", metrics=metrics, best_val=best_val)
-
-
-def record_failure(run_dir: Path, cfg: ExperimentConfig, suite: str, err: BaseException) -> None:
-    """Keep the error beside the run (the suite goes on); earlier results stay untouched."""
-    try:
-        info = read_run_info(run_dir)
-    except RunFolderError:
-        info = RunInfo(status="failed", run=run_dir.name, suite=suite, experiment=cfg.name,
-                       config_hash=cfg.config_hash())
-    line = f"{type(err).__name__}: {err}".splitlines()[0][:500]
-    try:
-        write_run_info(run_dir, info.model_copy(update={"status": "failed", "error": line, "finished": _now()}))
-        atomic_write_text(run_dir / "error.log", "".join(traceback.format_exception(err)))
-    except OSError as write_err:  # a full disk may refuse even this: say so where it is seen
-        log.error("%s: could not record the failure (%s): %s", run_dir, write_err, line)
-
-
-def _previous_info(run_dir: Path) -> RunInfo | None:
-    try:
-        return read_run_info(run_dir)
-    except RunFolderError:
-        return None
 
 
 def _skip_done_phases(task: SegmentationTask, run_dir: Path, cfg_hash: str) -> tuple[int, float | None, float]:
@@ -269,15 +276,13 @@ def _skip_done_phases(task: SegmentationTask, run_dir: Path, cfg_hash: str) -> t
     return 0, None, 0.0
 
 
-def _load_weights(task: SegmentationTask, path: Path) -> None:
-    task.load_state_dict(load_checkpoint(path)["state_dict"])
-
-
 def _save_weights(task: SegmentationTask, path: Path) -> None:
-    """The best model's tensors only (no optimiser state), as safetensors: data, never code."""
+    """The best model's tensors only (no optimiser state), as safetensors: data, never code. A full
+    disk is one line naming the folder, the size of the weights and the space free."""
     from safetensors.torch import save_model
 
-    with atomic_path(path) as tmp:
+    size = sum(t.numel() * t.element_size() for t in task.model.state_dict().values())
+    with atomic_path(path, size=size) as tmp:
         save_model(task.model, str(tmp))
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch import nn
 
 from lesionbench.config import ExperimentConfig, PhaseConfig
 from lesionbench.metrics.boundary import image_boundary
@@ -32,20 +33,29 @@ def selection_monitor(cfg: ExperimentConfig, phase: PhaseConfig) -> tuple[str, s
     return PRIMARY_MONITOR, "max"
 
 
+def create_network(cfg: ExperimentConfig) -> nn.Module:
+    """The network a run trains: ``create_model`` from the config (as ``lesionbench.load_run`` builds
+    it), then the config's init of the decoder and head (pretrained encoders untouched)."""
+    network = create_model(cfg.model.name, num_classes=cfg.num_classes, **cfg.model.options)
+    init_weights(network.init_modules(), cfg.model.init)
+    return network
+
+
 class SegmentationTask(L.LightningModule):
     """Model + loss + metrics + the optimiser of the current phase.
 
-    The network is built from its registry name and options; only the config is saved
-    in checkpoints' hyper-parameters, so a checkpoint alone rebuilds the task.
+    ``net``: the network to train (injected, as lightning-hydra-template does); ``None`` builds it
+    from the config (``create_network``). Only the config is saved in checkpoints' hyper-parameters,
+    so a checkpoint alone rebuilds the task.
     """
 
-    def __init__(self, config: dict[str, Any], threshold: float = 0.5) -> None:
+    def __init__(self, config: dict[str, Any] | ExperimentConfig, net: nn.Module | None = None,
+                 threshold: float = 0.5) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.cfg = ExperimentConfig.model_validate(config)
+        self.cfg = config if isinstance(config, ExperimentConfig) else ExperimentConfig.model_validate(config)
+        self.save_hyperparameters({"config": self.cfg.model_dump(mode="json"), "threshold": threshold})
         self.threshold = threshold
-        self.model = create_model(self.cfg.model.name, num_classes=self.cfg.num_classes, **self.cfg.model.options)
-        init_weights(self.model.init_modules(), self.cfg.model.init)
+        self.model = net if net is not None else create_network(self.cfg)
         self.loss_fn = build_loss(self.cfg.loss, getattr(self.model, "deep_supervision_weights", None),
                                   getattr(self.model, "deep_supervision_downsample_masks", False))
         self.val_dice = ValDice()

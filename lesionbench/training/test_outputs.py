@@ -17,7 +17,6 @@ still shows what the model did.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +26,13 @@ from lightning.pytorch.callbacks import Callback
 from PIL import Image
 
 from lesionbench.data.decode import load_pair
-from lesionbench.data.layouts import TASK2_ATTRIBUTES
 from lesionbench.io import atomic_write_text
 from lesionbench.metrics.scores import per_image_metrics
+from lesionbench.runfolder import INPUTS, PREDICTIONS, SAMPLES, mask_files
 
-PREDICTIONS, INPUTS, SAMPLES = "predictions", Path("report") / "inputs", "samples.json"
+__all__ = ["INPUTS", "MAX_GRID", "N_EXTREMES", "PREDICTIONS", "SAMPLES", "THUMB", "SaveTestOutputs", "mask_files",
+           "thumbnail"]  # the saved-output names live in the run-folder contract; re-exported for old callers
 MAX_GRID, N_EXTREMES, THUMB = 8, 3, 512
-
-
-def mask_files(image_id: str, class_names: Sequence[str]) -> list[str]:
-    """One file name per output channel, as the ISIC challenges name submitted masks."""
-    if tuple(class_names) == TASK2_ATTRIBUTES:
-        return [f"{image_id}_attribute_{n}.png" for n in class_names]
-    return [f"{image_id}_segmentation.png"] if len(class_names) == 1 else \
-        [f"{image_id}_{n}_segmentation.png" for n in class_names]
 
 
 def _png(mask: np.ndarray, path: Path) -> None:

@@ -39,7 +39,10 @@ def build_trainer(
             dirpath=phase_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1, save_last=True,
             auto_insert_metric_name=False, enable_version_counter=False,
         )
-    callbacks: list[Callback] = [ckpt, LearningRateMonitor(logging_interval="epoch"), *extra, *logger_test_callbacks(cfg)]
+    from lesionbench.training.epoch_lines import EpochLines  # a plain line per epoch when stdout is not a terminal
+
+    callbacks: list[Callback] = [ckpt, LearningRateMonitor(logging_interval="epoch"), *extra, *logger_test_callbacks(cfg),
+                                 EpochLines(run_dir.name, phase.name, monitor)]
     if phase.early_stopping is not None:
         es = phase.early_stopping
         callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta))
