@@ -44,6 +44,7 @@ class Costs(_Model):
     train_time_s: float | None = None
     measured_on: str | None = Field(None, description="device (and load) the train time was measured on")
     images_seen: float | None = Field(None, description="training images drawn in all epochs (mean over seeds)")
+    macs_counter: str | None = Field(None, description="what counted the GMACs (runs before torch's counter: fvcore)")
 
 
 class ModelVerdict(_Model):

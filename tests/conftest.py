@@ -42,13 +42,32 @@ def synthetic_env(tiny_synthetic: Path, tmp_path: Path, monkeypatch: pytest.Monk
 # watches the setup and call of every test not marked slow (module fixtures included, which set up
 # inside the first test that uses them) and fails the test, naming what it did.
 _DID: list[str] = []
-_GUARD = os.environ.get("LESIONBENCH_TEST_GUARD", "off")  # TODO(flip to "on" once every test is marked)
+_GUARD = os.environ.get("LESIONBENCH_TEST_GUARD", "on")  # "off": watch nothing (e.g. while bisecting)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests get a longer timeout than the fast tier's default unless they name their own."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(900))
 
 
 def _watch(what: str, original):
     def watched(*args, **kwargs):
         _DID.append(what)
         return original(*args, **kwargs)
+    return watched
+
+
+def _watch_popen(original):
+    """Every process start but the milliseconds-long queries of provenance: `git rev-parse` (the
+    commit) and `uname -p` (Python's platform module asks it for the processor)."""
+    def watched(self, args, *rest, **kwargs):
+        argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
+        program = Path(os.fsdecode(argv[0]).split()[0]).name if argv else "?"
+        if program not in ("git", "uname"):
+            _DID.append(f"starts a process ({program})")
+        return original(self, args, *rest, **kwargs)
     return watched
 
 
@@ -79,8 +98,7 @@ def _fast_tier_watch(item: pytest.Item):
     if item.get_closest_marker("slow") is not None or _GUARD == "off":
         return contextlib.nullcontext()
     stack = contextlib.ExitStack()
-    stack.enter_context(mock.patch.object(subprocess.Popen, "__init__",
-                                          _watch("starts a process", subprocess.Popen.__init__)))
+    stack.enter_context(mock.patch.object(subprocess.Popen, "__init__", _watch_popen(subprocess.Popen.__init__)))
     stack.enter_context(mock.patch.object(multiprocessing.Process, "start",
                                           _watch("starts a process", multiprocessing.Process.start)))
     from lightning.pytorch import Trainer

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
 
 from lesionbench.config import ExperimentConfig
@@ -80,3 +83,17 @@ def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float 
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """`lesionbench ARGS` through the real entry point (its error handling included): (exit code, stderr)."""
+    from lesionbench.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["lesionbench", *args])
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as ended:
+            main()
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    return ended.value.code, capsys.readouterr().err

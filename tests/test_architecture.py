@@ -95,6 +95,7 @@ def test_room_graph_has_no_cycle() -> None:
             visit(room, [])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_the_score_command_loads_neither_lightning_nor_timm() -> None:
     """`lesionbench score` reads masks and prints metrics: its modules need no training stack."""

@@ -34,6 +34,7 @@ def bench_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_json_has_every_section_with_positive_numbers(bench_out: Path) -> None:
     data = json.loads((bench_out / "perf.json").read_text())
     for section in ("machine", "load", "settings", "training", "loader", "consumption", "inference", "epoch", "targets"):
@@ -63,6 +64,7 @@ def test_json_has_every_section_with_positive_numbers(bench_out: Path) -> None:
     assert data["load"]["start"] and data["machine"]["cores"] >= 1
 
 
+@pytest.mark.slow
 def test_markdown_states_each_target_with_its_number(bench_out: Path) -> None:
     data = json.loads((bench_out / "perf.json").read_text())
     md = (bench_out / "perf.md").read_text()

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 LB = shutil.which("lesionbench") or str(Path(sys.executable).with_name("lesionbench"))
@@ -37,6 +38,7 @@ def _experiment(path: Path, model: str = "unet", options: str = "{base_channels:
     return path
 
 
+@pytest.mark.slow
 def test_bad_input_exits_2_with_one_line(synthetic_env: Path, tmp_path: Path) -> None:
     env, exp = _env(synthetic_env, tmp_path), _experiment(tmp_path / "tiny.yaml")
     # values are validated as written, before --quick shrinks them (test_config covers epochs=ten / -2)
@@ -62,6 +64,7 @@ def test_bad_input_exits_2_with_one_line(synthetic_env: Path, tmp_path: Path) ->
         assert r.returncode == 2 and str(root) in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+@pytest.mark.slow
 def test_verify_with_errors_exits_1(synthetic_env: Path, tmp_path: Path) -> None:
     root = tmp_path / "isic2018"
     shutil.copytree(synthetic_env / "isic2018", root)
@@ -72,6 +75,7 @@ def test_verify_with_errors_exits_1(synthetic_env: Path, tmp_path: Path) -> None
     assert f"ERROR {mask}" in r.stdout and "FAILED" in r.stdout
 
 
+@pytest.mark.slow
 def test_failed_run_exits_1_after_summary_with_plain_lines(synthetic_env: Path, tmp_path: Path) -> None:
     """stdout to a pipe: one flushed line per run event; the failure reason in full; wandb never imported."""
     ok = _experiment(tmp_path / "ok.yaml")
@@ -102,6 +106,7 @@ def test_failed_run_exits_1_after_summary_with_plain_lines(synthetic_env: Path, 
     assert r.returncode == 0 and "[1/1] ok__s42: skipped (finished)" in r.stdout.splitlines(), r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_training_exits_130_with_message(synthetic_env: Path, tmp_path: Path) -> None:
     exp = _experiment(tmp_path / "long.yaml", epochs=500)
     out = tmp_path / "results"

@@ -68,6 +68,7 @@ def test_full_disk_removes_temp_and_names_space(samples: list, tmp_path: Path,
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_leftover_temp_folders_are_cleaned(samples: list, tmp_path: Path) -> None:
     import socket
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -117,6 +118,7 @@ for size in (8, 12, 16, 20):
 """
 
 
+@pytest.mark.slow
 def test_processes_building_the_same_cache_at_once_all_succeed(samples: list, tmp_path: Path) -> None:
     root = samples[0].image.parent.parent
     procs = [subprocess.Popen([sys.executable, "-c", _BUILD, str(root), str(tmp_path)], stderr=subprocess.PIPE,

@@ -12,11 +12,10 @@ import errno
 import io
 import logging
 import os
-import signal
-import sys
 from pathlib import Path
 
 import pytest
+from runs import run_cli
 
 from lesionbench.config import DatasetConfig
 from lesionbench.data import SegmentationDataModule
@@ -85,20 +84,6 @@ def read_only(monkeypatch: pytest.MonkeyPatch, folder: Path) -> Path:
     monkeypatch.setattr(os, "open", fake_os_open)
     monkeypatch.setattr(os, "mkdir", fake_mkdir)
     return folder
-
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    """`lesionbench ARGS` through the real entry point (its error handling included): (exit code, stderr)."""
-    from lesionbench.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["lesionbench", *args])
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        with pytest.raises(SystemExit) as ended:
-            main()
-    finally:
-        signal.signal(signal.SIGINT, handler)
-    return ended.value.code, capsys.readouterr().err
 
 
 def _one_line(err: str) -> str:

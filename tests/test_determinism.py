@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -40,12 +41,14 @@ def _assert_identical(a: Path, b: Path) -> None:
         assert torch.equal(sa[k], sb[k]), k
 
 
+@pytest.mark.slow
 def test_two_runs_of_one_config_are_identical(tmp_path: Path, synthetic_env: Path) -> None:
     """Two train() calls into two folders: metrics, per-image rows and weights bitwise equal.
     (Loader workers are covered by the cheaper stream test below.)"""
     _assert_identical(*_twice(_cfg(0), tmp_path, synthetic_env))
 
 
+@pytest.mark.slow
 def test_training_augmentation_is_seeded_and_varies_per_epoch(synthetic_env: Path) -> None:
     """The seeded albumentations stream differs between epochs (no repeated augmentations) but
     is the same for two modules built with the same seed."""

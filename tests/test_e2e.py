@@ -32,6 +32,7 @@ def tiny(**sections) -> ExperimentConfig:
     return ExperimentConfig.model_validate(data)
 
 
+@pytest.mark.slow
 def test_one_run_writes_folder_and_leaderboard(synthetic_env: Path, tmp_path: Path) -> None:
     from lesionbench.reporting.leaderboard import write_leaderboard
 
@@ -92,6 +93,7 @@ def _changed(before: dict, after: dict, stage: str) -> bool:
     return any(not torch.equal(a, b) for a, b in zip(before[stage], after[stage], strict=False))
 
 
+@pytest.mark.slow
 def test_paper000_phases_freeze_what_they_say(synthetic_env: Path, tmp_path: Path) -> None:
     """Phase 1 trains the decoder only; phase 2 also conv4/conv5, never conv1-conv3 (BN stats included)."""
     cfg = tiny(

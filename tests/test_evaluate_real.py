@@ -92,6 +92,7 @@ def test_a_folder_with_only_the_test_archive_is_enough(replica: Path, tmp_path: 
     assert record["excluded"]["ids"] == got["excluded"]["ids"] and record["n_scored"] == 3
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_every_image_seen_in_training_writes_the_exclusions_and_exits_non_zero(replica: Path, tmp_path: Path) -> None:
     run = _run(tmp_path, replica / "isic2018")

@@ -13,8 +13,6 @@ import errno
 import io
 import os
 import re
-import signal
-import sys
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from runs import run_cli
 
 from lesionbench.config import ExperimentConfig
 from lesionbench.io import DiskFullError
@@ -52,20 +51,6 @@ def fill(monkeypatch: pytest.MonkeyPatch, root: Path, full: Callable[[], bool] =
         return fd, name
 
     monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
-
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    """`lesionbench ARGS` through the real entry point (its error handling included): (exit code, stderr)."""
-    from lesionbench.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["lesionbench", *args])
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        with pytest.raises(SystemExit) as ended:
-            main()
-    finally:
-        signal.signal(signal.SIGINT, handler)
-    return ended.value.code, capsys.readouterr().err
 
 
 @needs_dev_full

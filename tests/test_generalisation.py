@@ -34,6 +34,7 @@ def _cli() -> str:
     return shutil.which("lesionbench") or str(Path(sys.executable).with_name("lesionbench"))
 
 
+@pytest.mark.slow
 def test_suite_cross_eval_excludes_leaks_and_writes_table(tmp_path: Path) -> None:
     replica = write_all(tmp_path / "synthetic", seed=0, counts=COUNTS, size=(40, 48))
     # a byte-identical copy of a 2018 training image under a new id in the 2016 test set

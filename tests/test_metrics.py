@@ -219,6 +219,7 @@ def test_summarize_reports_boundary_metrics() -> None:
     assert rows[1]["hd95"] == 4.0 and rows[1]["assd"] == 3.0 and rows[1]["tp"] == 3 and rows[1]["fn"] == 1
 
 
+@pytest.mark.slow
 def test_training_selects_and_records_the_primary_metric(synthetic_env, tmp_path) -> None:
     """Task 2 trains, selects its checkpoint and reports on the pooled Jaccard, not on per-image Dice."""
     from lesionbench.config import ExperimentConfig

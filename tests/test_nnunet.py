@@ -56,6 +56,7 @@ def test_missing_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch, tm
     assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 @needs_nnunet
 def test_trainer_variant_closest_to_the_budget() -> None:
     from lesionbench.engines.nnunet_setup import pick_trainer
@@ -207,6 +208,7 @@ def test_same_config_gives_the_same_nnunet_result(nnunet_run: TinyRun, tmp_path:
         assert (again / "predictions" / mask.name).read_bytes() == mask.read_bytes(), mask.name
 
 
+@pytest.mark.slow
 @needs_nnunet
 @pytest.mark.timeout(60)
 def test_postprocessing_file_is_applied_to_the_test_masks(tmp_path: Path) -> None:

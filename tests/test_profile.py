@@ -67,3 +67,23 @@ def test_flops_are_the_multiply_accumulates_torch_counts(monkeypatch: pytest.Mon
     macs = h * w * 8 * (3 * 3 * 3) + h * w * 2 * 8  # per output pixel and channel: k*k*C_in multiply-adds
     assert profile.count_flops(model, (h, w)) == macs
     assert profile.measure_cost(model, (h, w))["flops"] == macs
+
+
+def test_the_leaderboard_names_what_counted_each_run_s_gmacs() -> None:
+    """A run measured now records torch's counter; a run measured before records none and was
+    counted by fvcore: the footer must not credit the old figures to the new counter."""
+    from types import SimpleNamespace
+
+    from lesionbench.reporting.leaderboard import _costs
+
+    model = nn.Conv2d(3, 1, 3)
+    now = profile.measure_cost(model, 32)
+    assert now["macs_counter"] == "torch.utils.flop_counter"
+    old = {k: v for k, v in now.items() if k != "macs_counter"}
+
+    def entry(*costs: dict) -> SimpleNamespace:
+        return SimpleNamespace(runs=[SimpleNamespace(metrics=SimpleNamespace(cost=c), info=None) for c in costs])
+
+    assert _costs(entry(now, now)).macs_counter == "torch.utils.flop_counter"
+    assert _costs(entry(old)).macs_counter == "fvcore"
+    assert _costs(entry(now, old)).macs_counter == "fvcore; torch.utils.flop_counter"

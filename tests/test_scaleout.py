@@ -51,20 +51,62 @@ def test_exactly_one_of_eight_racing_processes_wins(tmp_path: Path, stale: bool)
     assert not (run_dir / CLAIM).exists() and not list(run_dir.glob(".*")), list(run_dir.iterdir())
 
 
+def _claim_then_hang(run_dir: str, worker: str, timeout: float, claimed, hang) -> None:
+    """A worker that claims ``run_dir``, beats while it runs, then hangs (SIGSTOP: every thread,
+    the heartbeat's included, stops; the pid lives). When continued, it releases late."""
+    claim = acquire(Path(run_dir), worker=worker, timeout=timeout)
+    claimed.set()
+    hang.wait()
+    os.kill(os.getpid(), signal.SIGSTOP)
+    claim.release("finished")
+
+
+def _stopped(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def hung_worker(run_dir: Path, worker: str, timeout: float, hang_now: bool = True):
+    """(process, hang event): a real worker process holding the claim, hung at once or on ``hang.set()``."""
+    ctx = mp.get_context("fork")
+    claimed, hang = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_claim_then_hang, args=(str(run_dir), worker, timeout, claimed, hang))
+    proc.start()
+    assert claimed.wait(30), "the worker never claimed"
+    if hang_now:
+        hang.set()
+        wait_until_stopped(proc)
+    return proc, hang
+
+
+def wait_until_stopped(proc) -> None:
+    deadline = time.monotonic() + 30
+    while not _stopped(proc.pid):
+        assert time.monotonic() < deadline, "the worker never stopped"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
 def test_heartbeat_keeps_a_live_claim_and_only_a_silent_one_goes_stale(tmp_path: Path) -> None:
-    claim = acquire(tmp_path, worker="a", timeout=1.0)
-    time.sleep(2.5)  # well past the timeout: the heartbeat (every 0.25 s) keeps it fresh
-    assert acquire(tmp_path, worker="b", timeout=1.0) is None
-    held = read_claim(tmp_path, timeout=1.0)
-    assert held and held.info.worker == "a" and not held.stale
-    claim._stop.set()  # a hung worker: heartbeat stops, the claim goes stale
-    claim._thread.join()
-    time.sleep(1.5)
-    successor = acquire(tmp_path, worker="b", timeout=1.0)
-    assert successor is not None and read_claim(tmp_path, 1.0).info.worker == "b"
-    claim.release("finished")  # a late release never removes the successor's claim
-    assert read_claim(tmp_path, 1.0).info.worker == "b"
-    successor.release("finished")
+    worker, hang = hung_worker(tmp_path, "a", timeout=1.0, hang_now=False)
+    try:
+        time.sleep(2.5)  # well past the timeout: the heartbeat (every 0.25 s) keeps it fresh
+        assert acquire(tmp_path, worker="b", timeout=1.0) is None
+        held = read_claim(tmp_path, timeout=1.0)
+        assert held and held.info.worker == "a" and not held.stale
+        hang.set()  # a hung worker: its heartbeat stops, its process lives, the claim goes stale
+        wait_until_stopped(worker)
+        time.sleep(1.5)
+        successor = acquire(tmp_path, worker="b", timeout=1.0)
+        assert successor is not None and read_claim(tmp_path, 1.0).info.worker == "b"
+        os.kill(worker.pid, signal.SIGCONT)  # it wakes and releases late ...
+        worker.join(30)
+        assert worker.exitcode == 0
+        assert read_claim(tmp_path, 1.0).info.worker == "b"  # ... which never removes the successor's claim
+        successor.release("finished")
+    finally:
+        worker.kill()
+        worker.join()
 
 
 @pytest.mark.slow
@@ -187,6 +229,8 @@ def test_workers_split_the_cores_log_per_run_and_status_reads_the_folders(synthe
     assert "2 finished" in status.output
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
 def test_status_reads_every_state_from_the_run_folders(tmp_path: Path) -> None:
     from lesionbench.config import ExperimentConfig
     from lesionbench.studies.status import suite_status, summary
@@ -196,7 +240,7 @@ def test_status_reads_every_state_from_the_run_folders(tmp_path: Path) -> None:
     runs = [PlannedRun(name, cfg) for name in ("done", "live", "silent", "broken", "todo")]
     fake_run(tmp_path / "done", cfg)  # a finished run folder, per-image dice 0.5 (tests/runs.py)
     live = acquire(tmp_path / "live", worker="w7", timeout=30)
-    acquire(tmp_path / "silent", worker="gone", timeout=30)._stop.set()
+    silent, _ = hung_worker(tmp_path / "silent", "gone", timeout=30)  # a hung worker: alive, not beating
     os.utime(tmp_path / "silent" / CLAIM, (time.time() - 60, time.time() - 60))
     write_failed_run(tmp_path / "broken", experiment="t", seed=0, error="OSError: disk full")
     states = {s.run: s for s in suite_status(runs, tmp_path, timeout=30)}
@@ -206,6 +250,8 @@ def test_status_reads_every_state_from_the_run_folders(tmp_path: Path) -> None:
     assert "disk full" in states["broken"].detail
     assert summary(list(states.values())) == "1 finished, 1 running, 1 stale, 1 failed, 1 waiting"
     live.release("finished")
+    silent.kill()
+    silent.join()
 
 
 @pytest.mark.timeout(60)

@@ -85,6 +85,7 @@ def test_task2_agrees_with_the_organisers_scorer(tmp_path: Path) -> None:
     assert ours.result["overall"] == pytest.approx(theirs["overall"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_score_command_prints_json_with_boundary_distances(tmp_path: Path) -> None:
     truth, pred = np.zeros((6, 8), bool), np.zeros((6, 8), bool)
     truth[0, 0], pred[3, 4] = True, True  # one pixel each, 5 apart: HD95 = ASSD = 5

@@ -73,6 +73,7 @@ def test_array_is_sized_to_the_runs_left() -> None:
     assert "#SBATCH --array=0-0%2\n" in render_script(SlurmOptions(parallelism=2), ["lb"], 1, Path("/r/s"), Path("/w"))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_resubmission_asks_for_the_runs_left_and_submits_nothing_when_none_are(synthetic_env: Path, tmp_path: Path,
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:

@@ -59,6 +59,7 @@ def tiny(root: Path, subset: int = 4, epochs: int = 2) -> ExperimentConfig:
     })
 
 
+@pytest.mark.slow
 def test_offline_wandb_run_writes_metrics_tables_and_images(synthetic_env: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -103,6 +104,7 @@ def test_offline_wandb_run_writes_metrics_tables_and_images(synthetic_env: Path,
     assert run_name(cfg, run_dir) == "wb__s7" and run_name(cfg, tmp_path / "study" / "trial-3") == "wb__s7__trial-3"
 
 
+@pytest.mark.slow
 def test_wandb_failure_falls_back_to_csv(synthetic_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          capsys) -> None:
     import wandb

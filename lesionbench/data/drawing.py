@@ -8,6 +8,11 @@ neither may import the other's room; numpy and scipy are all this needs.
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
+
+#: The visual report's picks: the first GRID test images and the EXTREMES best and worst by Dice,
+#: drawn as thumbnails of at most THUMB px on their longest side (the test loop saves them so).
+GRID, EXTREMES, THUMB = 8, 3, 512
 
 #: One colour per output channel (lesion red; Task 2 attributes in distinct hues).
 COLOURS = np.array([[230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25], [145, 30, 180]], np.uint8)
@@ -34,3 +39,12 @@ def error_map(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     out[pred & ~target] = FP_COLOUR
     out[~pred & target] = FN_COLOUR
     return out
+
+
+def thumbnail(array: np.ndarray, resample: Image.Resampling) -> Image.Image:
+    """The image (or mask) at most THUMB px on its longest side."""
+    image = Image.fromarray(array)
+    scale = THUMB / max(image.size)
+    if scale < 1:
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample)
+    return image

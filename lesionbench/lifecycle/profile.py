@@ -114,6 +114,10 @@ def peak_memory(device: torch.device | str) -> Iterator[dict[str, float]]:
     out["peak_mb"] = max(peak - before, 0.0)
 
 
+#: Recorded with every run's cost: the leaderboard names what counted its GMACs (older runs: fvcore).
+MACS_COUNTER = "torch.utils.flop_counter"
+
+
 def measure_cost(model: nn.Module, image_size: Size, device: torch.device | str | None = None) -> dict[str, Any]:
     """Everything the leaderboard's cost columns show, measured on ``device`` (the training device;
     default: where the model is now). The model goes back to where it was, in the mode it was in."""
@@ -125,7 +129,7 @@ def measure_cost(model: nn.Module, image_size: Size, device: torch.device | str 
     try:
         return {
             "params": total, "trainable_params": trainable,
-            "flops": count_flops(model, image_size, device),
+            "flops": count_flops(model, image_size, device), "macs_counter": MACS_COUNTER,
             "ms_per_image": round(latency_ms(model, image_size, device=device), 3),
             "peak_mem_mb": round(_inference_peak_mb(model, image_size, device), 1),
             "device": describe_device(device),

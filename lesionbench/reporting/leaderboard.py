@@ -135,7 +135,8 @@ def _costs(e: Entry) -> Costs:
     train = [c.get("train_time_s", r.info.train_time_s if r.info else None) for c, r in zip(cost, e.runs, strict=True)]
     train = [float(t) for t in train if isinstance(t, (int, float))]
     devices = sorted({r.info.device for r in e.runs if r.info and r.info.device})
-    return Costs(params_m=avg("params", 1e6), gmacs=avg("flops", 1e9), ms_per_image=avg("ms_per_image"),
+    counters = sorted({str(c.get("macs_counter", "fvcore")) for c in cost if c.get("flops") is not None})
+    return Costs(macs_counter="; ".join(counters) or None, params_m=avg("params", 1e6), gmacs=avg("flops", 1e9), ms_per_image=avg("ms_per_image"),
                  peak_mem_mb=avg("peak_mem_mb"), train_time_s=float(np.mean(train)) if train else None,
                  measured_on="; ".join(devices) or None, images_seen=avg("images_seen"))
 
@@ -198,8 +199,9 @@ def _footer(dv: DatasetVerdicts) -> list[str]:
             "(marked 'images only').", "", tests, ""] + ([stability, ""] if stability else []) + [
             "HD95 / ASSD: 95th-percentile Hausdorff and average symmetric surface distance in pixels at the ground "
             "truth's size (lower is better; both masks empty 0, one empty the image diagonal). Costs are means "
-            "over seeds; GMACs = multiply-accumulates of one forward pass (torch.utils.flop_counter) at the "
-            "recipe's resolution; "
+            "over seeds; GMACs = multiply-accumulates of one forward pass "
+            f"({'; '.join(sorted({m.costs.macs_counter for m in dv.models if m.costs.macs_counter})) or 'not counted'})"
+            " at the recipe's resolution; "
             "images seen = training images drawn over all epochs; train time on "
             f"{'; '.join(sorted({m.costs.measured_on for m in dv.models if m.costs.measured_on})) or 'an unrecorded device'}"
             ", wall clock, whatever else the machine was running.", ""]

@@ -23,16 +23,14 @@ from matplotlib.patches import Patch
 from PIL import Image
 
 from lesionbench.data.decode import load_pair, size_label
-from lesionbench.data.drawing import FN_COLOUR, FP_COLOUR, TP_COLOUR, error_map, overlay
+from lesionbench.data.drawing import EXTREMES, FN_COLOUR, FP_COLOUR, GRID, TP_COLOUR, error_map, overlay, thumbnail
 from lesionbench.errors import LesionBenchError
 from lesionbench.io import atomic_write_text
 from lesionbench.reporting.plots import _save, plot_run_curves
 from lesionbench.runfolder import INPUTS, PREDICTIONS, SAMPLES, mask_files, read_metrics, read_per_image
 
 log = logging.getLogger(__name__)
-#: What the test loop picks for the report (training/test_outputs.py): the first images, the best and worst
-#: by Dice, as thumbnails of at most THUMB px.
-GRID, EXTREMES, THUMB = 8, 3, 512
+#: No picks (curves only): what the test loop picks is drawn from data/drawing.py's GRID and EXTREMES.
 EMPTY: dict = {"grid": [], "best": [], "worst": [], "scores": {}, "class_names": ["lesion"]}
 
 
@@ -115,14 +113,6 @@ def write_run_report(run_dir: str | Path) -> list[Path]:
     return written
 
 
-def _thumbnail(array: np.ndarray, resample: Image.Resampling) -> Image.Image:
-    image = Image.fromarray(array)
-    scale = THUMB / max(image.size)
-    if scale < 1:
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample)
-    return image
-
-
 def _rebuild_inputs(run: Path) -> dict:
     """``report/inputs/`` for a run that saved its test masks (``predictions/``) but no report inputs,
     picked and drawn as the test loop does, from the run's test split and ``per_image.csv``; the empty
@@ -153,9 +143,9 @@ def _rebuild_inputs(run: Path) -> dict:
     (folder / "truth").mkdir(parents=True, exist_ok=True)
     for sid in shown:
         image, truth = load_pair(by_id[sid], dm.layout.mask_threshold)  # original size, as scored
-        _thumbnail(image, Image.Resampling.BILINEAR).save(folder / f"{sid}.jpg", quality=90)
+        thumbnail(image, Image.Resampling.BILINEAR).save(folder / f"{sid}.jpg", quality=90)
         for mask, name in zip(truth, mask_files(sid, dm.class_names), strict=True):
-            _thumbnail(mask.astype(np.uint8) * 255, Image.Resampling.NEAREST).save(folder / "truth" / name)
+            thumbnail(mask.astype(np.uint8) * 255, Image.Resampling.NEAREST).save(folder / "truth" / name)
     picked.update(metric="dice", scores={k: scores[k] for k in shown}, class_names=list(dm.class_names))
     atomic_write_text(folder / SAMPLES, json.dumps(picked, indent=1))
     return picked

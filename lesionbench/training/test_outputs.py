@@ -26,25 +26,18 @@ from lightning.pytorch.callbacks import Callback
 from PIL import Image
 
 from lesionbench.data.decode import load_pair
+from lesionbench.data.drawing import EXTREMES, GRID, THUMB, thumbnail
 from lesionbench.io import atomic_write_text
 from lesionbench.metrics.scores import per_image_metrics
 from lesionbench.runfolder import INPUTS, PREDICTIONS, SAMPLES, mask_files
 
 __all__ = ["INPUTS", "MAX_GRID", "N_EXTREMES", "PREDICTIONS", "SAMPLES", "THUMB", "SaveTestOutputs", "mask_files",
            "thumbnail"]  # the saved-output names live in the run-folder contract; re-exported for old callers
-MAX_GRID, N_EXTREMES, THUMB = 8, 3, 512
+MAX_GRID, N_EXTREMES = GRID, EXTREMES
 
 
 def _png(mask: np.ndarray, path: Path) -> None:
     Image.fromarray(np.asarray(mask, bool).astype(np.uint8) * 255).save(path, format="PNG")
-
-
-def thumbnail(array: np.ndarray, resample: Image.Resampling) -> Image.Image:
-    image = Image.fromarray(array)
-    scale = THUMB / max(image.size)
-    if scale < 1:
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample)
-    return image
 
 
 class SaveTestOutputs(Callback):
