@@ -167,6 +167,46 @@ def test_visual_report(trained_run: Path, tiny_synthetic: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+def test_visual_report_draws_each_image_s_own_masks_errors_and_dice(trained_run: Path, tiny_synthetic: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the figures show, not only that they exist: every error-map panel is exactly the run's saved
+    prediction against its truth (magenta false positives, cyan false negatives), and every Dice label
+    is per_image.csv's Dice of that image."""
+    import pandas as pd
+
+    from lesionbench.data.drawing import FN_COLOUR, FP_COLOUR, error_map
+    from lesionbench.reporting import visual
+    from lesionbench.runfolder import INPUTS, PREDICTIONS
+
+    drawn: dict[str, list] = {}
+    monkeypatch.setattr(visual, "_grid", lambda rows, path, legend=False: drawn.setdefault(path.name, rows) and path)
+    monkeypatch.setenv("LESIONBENCH_SYNTHETIC", str(tiny_synthetic))
+    visual.write_run_report(trained_run)
+    dice = pd.read_csv(trained_run / "per_image.csv", dtype={"id": str}).set_index("id")["dice"]
+    picked = json.loads((trained_run / INPUTS / "samples.json").read_text())
+    assert [sid for sid, _ in drawn["errors.png"]] == picked["grid"] and picked["grid"]
+    errors_seen = 0
+    for sid, [(image, _), (errors, label)] in drawn["errors.png"]:
+        size = (image.shape[1], image.shape[0])
+
+        def mask(folder: Path, sid: str = sid, size: tuple[int, int] = size) -> np.ndarray:
+            png = Image.open(folder / f"{sid}_segmentation.png").convert("L")
+            return np.asarray(png.resize(size, Image.Resampling.NEAREST)) > 127
+
+        expected = error_map(mask(trained_run / PREDICTIONS), mask(trained_run / INPUTS / "truth"))
+        assert np.array_equal(errors, expected), sid
+        errors_seen += int((errors == FP_COLOUR).all(-1).sum() + (errors == FN_COLOUR).all(-1).sum())
+        assert label == f"Dice {dice[sid]:.3f}"
+    assert errors_seen > 0  # an untrained model makes mistakes: the map must show them
+    for label, panels in drawn["best_worst.png"]:
+        kind, sid = label.split(": ")
+        assert panels[0][1] == f"Dice {dice[sid]:.3f}"
+    best = max(dice[label.split(": ")[1]] for label, _ in drawn["best_worst.png"] if label.startswith("best"))
+    assert best == dice.max()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_visual_report_draws_from_the_run_folder_alone(trained_run: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """17.2: a run folder copied to a machine without the data (and without building the data module
