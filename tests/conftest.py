@@ -61,11 +61,12 @@ def _watch(what: str, original):
 
 def _watch_popen(original):
     """Every process start but the milliseconds-long queries of provenance: `git rev-parse` (the
-    commit) and `uname -p` (Python's platform module asks it for the processor)."""
+    commit), `uname -p` (Python's platform module asks it for the processor) and `ldconfig -p`
+    (ctypes.util.find_library, which a lazily imported library may call on first use)."""
     def watched(self, args, *rest, **kwargs):
         argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
         program = Path(os.fsdecode(argv[0]).split()[0]).name if argv else "?"
-        if program not in ("git", "uname"):
+        if program not in ("git", "uname", "ldconfig"):
             _DID.append(f"starts a process ({program})")
         return original(self, args, *rest, **kwargs)
     return watched

@@ -120,6 +120,17 @@ def test_ratio_target_needs_the_ci_to_be_within_one_percent(ratio: float, halfwi
     assert target["met"] is met and note in target["where"] and target["target"].startswith(">= 0.99")
 
 
+def test_ratio_target_is_inconclusive_when_any_model_s_ci_is_wide() -> None:
+    """The worst ratio can be precise while another model's interval is too wide to say anything."""
+    data = {"settings": {"rate_size": 224},
+            "training": {"a": {"ratio": 0.995, "ratio_ci95": [0.99, 1.0], "ci_halfwidth": 0.005},
+                         "b": {"ratio": 1.06, "ratio_ci95": [0.94, 1.2], "ci_halfwidth": 0.121}},
+            "loader": {"augmentations": ["paper002"], "sizes": {
+                "224": {"paper002": {"speedup": 8.0}, "model": "a", "loader_model_ratio": 2.5}}}}
+    target = evaluate(data)[0]
+    assert target["met"] is False and "a" in target["where"] and "b (±12.1%)" in target["where"]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_only_epoch_at_a_non_square_size_writes_just_that_section(tmp_path: Path) -> None:

@@ -21,14 +21,16 @@ def evaluate(data: dict[str, Any]) -> list[dict[str, Any]]:
         worst = min(train, key=lambda k: train[k]["ratio"])
         w = train[worst]
         lo, hi = w.get("ratio_ci95", (None, None))
-        precise = w.get("ci_halfwidth", 0.0) <= TARGET_PRECISION
-        ci = (f"; 95% CI [{lo:.3f}, {hi:.3f}] (±{100 * w['ci_halfwidth']:.1f}%"
-              + ("" if precise else f", wider than ±{100 * TARGET_PRECISION:.0f}%: inconclusive") + ")"
-              ) if lo is not None else ""
+        wide = [k for k, v in train.items() if v.get("ci_halfwidth", 0.0) > TARGET_PRECISION]
+        ci = f"; 95% CI [{lo:.3f}, {hi:.3f}] (±{100 * w['ci_halfwidth']:.1f}%)" if lo is not None else ""
+        if wide:  # a model whose CI is wider than asked leaves the target unproven, whatever its ratio
+            ci += (f"; inconclusive: 95% CI wider than ±{100 * TARGET_PRECISION:.0f}% for "
+                   + ", ".join(f"{k} (±{100 * train[k]['ci_halfwidth']:.1f}%)" for k in wide))
         targets.append({"name": "LesionBench / bare-loop training throughput",
-                        "target": f">= {TARGET_RATIO} with a 95% CI within ±{100 * TARGET_PRECISION:.0f}%",
+                        "target": f">= {TARGET_RATIO} with a 95% CI within ±{100 * TARGET_PRECISION:.0f}% "
+                                  "for every model",
                         "measured": w["ratio"], "where": f"lowest of {len(train)} model(s): {worst}{ci}",
-                        "met": w["ratio"] >= TARGET_RATIO and precise})
+                        "met": w["ratio"] >= TARGET_RATIO and not wide})
     if "loader" in data:
         sizes, aug = data["loader"]["sizes"], data["loader"]["augmentations"][0]
         slowest = min(sizes, key=lambda k: sizes[k][aug]["speedup"])
