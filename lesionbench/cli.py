@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Annotated, Optional
@@ -220,11 +219,10 @@ def run(
         return cli_scale.run_workers(console, args, workers, gpus, runs, suite_dir)
     from lesionbench.progress import RunProgress
 
-    since = time.time()
     with RunProgress(runs, str(suite_dir), console) as view:
         statuses = run_all(runs, suite_dir, name, view.update, progress=view.bars)
         cross_evaluate(runs, suite_dir, view.update)  # runs finished earlier whose evaluations are missing
-    due = leaderboard_due(statuses, suite_dir, since)  # whoever completes the suite writes it, once
+    due = leaderboard_due(statuses, suite_dir)  # whoever completes the suite writes it, once
     written = _write_leaderboard(suite_dir) if due else None
     board = suite_dir / "leaderboard.md"
     failed = view.finish(statuses, f"{written} (written)" if written else f"{board} (unchanged)" if board.is_file()

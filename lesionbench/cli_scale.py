@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
 from pathlib import Path
 
 import typer
@@ -135,9 +134,8 @@ def run_worker(console: Console, runs: list[PlannedRun], suite_dir: Path, suite:
         detail = extra.get("error") or (f"dice {extra['dice']:.4f}" if extra.get("dice") is not None else "")
         print(f"[{worker}] {name}: {status} {detail}".rstrip(), flush=True)
 
-    started = time.time()
     statuses = run_all(runs, suite_dir, suite, update, progress=False, worker=worker, run_logs=True, offset=index)
-    if leaderboard_due(statuses, suite_dir, started):
+    if leaderboard_due(statuses, suite_dir):
         from lesionbench.reporting.leaderboard import write_leaderboard
 
         print(f"[{worker}] suite complete: leaderboard {write_leaderboard(suite_dir)}", flush=True)

@@ -100,8 +100,8 @@ def _fast_tier_watch(item: pytest.Item):
         return contextlib.nullcontext()
     stack = contextlib.ExitStack()
     stack.enter_context(mock.patch.object(subprocess.Popen, "__init__", _watch_popen(subprocess.Popen.__init__)))
-    stack.enter_context(mock.patch.object(multiprocessing.Process, "start",
-                                          _watch("starts a process", multiprocessing.Process.start)))
+    base = multiprocessing.process.BaseProcess  # every context's Process (fork, spawn, forkserver) starts here
+    stack.enter_context(mock.patch.object(base, "start", _watch("starts a process", base.start)))
     from lightning.pytorch import Trainer
 
     stack.enter_context(mock.patch.object(Trainer, "fit", _watch("trains a model (Trainer.fit)", Trainer.fit)))

@@ -28,6 +28,7 @@ def _race(run_dir: str, barrier, results) -> None:
         claim.release("finished")
 
 
+@pytest.mark.slow  # starts eight processes
 @pytest.mark.parametrize("stale", [False, True], ids=["fresh-folder", "stale-claim"])
 def test_exactly_one_of_eight_racing_processes_wins(tmp_path: Path, stale: bool) -> None:
     """Eight processes claim at once, on a free folder and on a folder with a dead worker's stale claim."""

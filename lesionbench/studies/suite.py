@@ -363,12 +363,12 @@ def _output_to(path: Path | None) -> Iterator[None]:
                 os.close(fd)
 
 
-def leaderboard_due(statuses: dict[str, str], suite_dir: Path, since: float) -> bool:
+def leaderboard_due(statuses: dict[str, str], suite_dir: Path) -> bool:
     """True for the one worker that writes the suite's leaderboard: every run is settled (finished, skipped or
     failed), the board is missing or older than the newest result, and this worker made the marker of exactly this
     state of the results and the board (``.leaderboard-<hash>``, O_EXCL, studies/claim.mark) before any other. So
     workers finishing together write it once, a re-run of a finished suite does not write it again, and a writer
-    that died before writing is replaced (its marker is taken over). ``since`` is kept for callers (unused)."""
+    that died before writing is replaced (its marker is taken over)."""
     import hashlib
 
     from lesionbench.studies.claim import mark
