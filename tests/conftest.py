@@ -36,6 +36,25 @@ def synthetic_env(tiny_synthetic: Path, tmp_path: Path, monkeypatch: pytest.Monk
     return tiny_synthetic
 
 
+@pytest.fixture(scope="session")
+def nnunet_straight_run(tiny_synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """test_nnunet.py's tiny nnU-Net run (1 epoch at 32 px, 6 images) trained straight through, once per session
+    (about 2 min on 2 cores): the loader tests use it, and the determinism test compares it with the
+    killed-and-resumed run. Layout: <tmp>/results/adhoc/nnunet_tiny__s0 beside its <tmp>/work."""
+    from test_nnunet import TINY
+
+    from lesionbench.config import parse_config
+    from lesionbench.studies.train import train
+
+    tmp = tmp_path_factory.mktemp("nnunet_straight")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LESIONBENCH_SYNTHETIC", str(tiny_synthetic))
+        mp.setenv("LESIONBENCH_WORKDIR", str(tmp / "work"))
+        result = train(parse_config(TINY), tmp / "results" / "adhoc" / "nnunet_tiny__s0", suite="adhoc")
+    assert result.status == "finished", result
+    return result.run_dir
+
+
 # ---------------------------------------------------------------------------- the fast tier's rule
 # A test that trains a model (Trainer.fit) or starts a process must be marked `slow`: the fast tier
 # (`pytest -m "not slow"`) stays under two minutes on two cores. This guard enforces the rule: it

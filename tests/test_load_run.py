@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from runs import fake_run
 
-from lesionbench.config import ExperimentConfig, parse_config
+from lesionbench.config import ExperimentConfig
 from lesionbench.errors import LesionBenchError
 
 UNET = {"name": "unet", "options": {"base_channels": 8}}
@@ -117,20 +117,10 @@ HAS_NNUNET = __import__("importlib").util.find_spec("nnunetv2") is not None
 needs_nnunet = pytest.mark.skipif(not HAS_NNUNET, reason="nnunetv2 is not installed")
 
 
-@pytest.fixture(scope="module")
-def nnunet_run(tiny_synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """test_nnunet.py's tiny run (1 epoch at 32 px, 6 images), trained straight through."""
-    from test_nnunet import TINY
-
-    from lesionbench.studies.train import train
-
-    tmp = tmp_path_factory.mktemp("nnunet_load")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LESIONBENCH_SYNTHETIC", str(tiny_synthetic))
-        mp.setenv("LESIONBENCH_WORKDIR", str(tmp / "work"))
-        result = train(parse_config(TINY), tmp / "results" / "adhoc" / "nnunet_tiny__s0", suite="adhoc")
-        assert result.status == "finished"
-        yield result.run_dir
+@pytest.fixture
+def nnunet_run(nnunet_straight_run: Path) -> Path:
+    """test_nnunet.py's tiny run, trained straight through (conftest: once per session)."""
+    return nnunet_straight_run
 
 
 def _test_samples(tiny_synthetic: Path, run_dir: Path) -> list:

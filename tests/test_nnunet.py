@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from lesionbench.config import ConfigError, ExperimentConfig, parse_config
@@ -192,17 +193,15 @@ def test_cpu_runs_are_reproducible_by_default_and_others_say_not() -> None:
 @needs_nnunet
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_same_config_gives_the_same_nnunet_result(nnunet_run: TinyRun, tmp_path: Path) -> None:
-    """A second run of the killed-and-resumed fixture's config, with default workers, repeats it byte for byte
-    (the kill came before any checkpoint: 1 epoch, nnU-Net saves its latest every 50)."""
-    from lesionbench.studies.train import train
-
+def test_same_config_gives_the_same_nnunet_result(nnunet_run: TinyRun, nnunet_straight_run: Path) -> None:
+    """A second run of the killed-and-resumed fixture's config, trained straight through in another folder
+    with default workers (conftest's session run), repeats it byte for byte (the kill came before any
+    checkpoint: 1 epoch, nnU-Net saves its latest every 50)."""
     info = json.loads((nnunet_run.run_dir / "run.json").read_text())["nnunet"]
     assert info["reproducible"] is True and info["augmentation_workers"] == 0 and "why_not" not in info
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LESIONBENCH_SYNTHETIC", nnunet_run.env["LESIONBENCH_SYNTHETIC"])
-        mp.setenv("LESIONBENCH_WORKDIR", str(tmp_path / "work"))
-        again = train(nnunet_run.cfg, tmp_path / "again", suite="adhoc").run_dir
+    again = nnunet_straight_run
+    assert again != nnunet_run.run_dir and yaml.safe_load((again / "config.yaml").read_text()) == \
+        yaml.safe_load((nnunet_run.run_dir / "config.yaml").read_text())
     assert (again / "per_image.csv").read_bytes() == (nnunet_run.run_dir / "per_image.csv").read_bytes()
     for mask in sorted((nnunet_run.run_dir / "predictions").glob("*.png")):
         assert (again / "predictions" / mask.name).read_bytes() == mask.read_bytes(), mask.name
