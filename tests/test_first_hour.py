@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -59,6 +60,12 @@ def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", refuse)
     monkeypatch.setattr(smp_encoders, "hf_hub_download", refuse)  # smp's own name for it (before this change)
+
+    def no_network(sock, address, *args, **kwargs):  # belt and braces: a download path not patched above fails here
+        raise AssertionError(f"a test tried to reach the network: {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket.socket, "connect_ex", no_network)
     return asked
 
 
@@ -109,12 +116,13 @@ def test_run_offline_names_the_weights_the_url_and_the_fix(synthetic_env: Path, 
 @pytest.mark.timeout(120)
 def test_tune_offline_is_one_line_before_any_trial(synthetic_env: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch, capfd) -> None:
-    _offline(monkeypatch, tmp_path)
+    asked = _offline(monkeypatch, tmp_path)
     code, out, err = _cli(monkeypatch, capfd, "tune", "kvasir_resnet50_unet", "--synthetic", "--out",
                           str(tmp_path / "results"))
     assert code == 2, out + err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "ResNet50_Weights.IMAGENET1K_V1" in err and "--set model.options.weights=none" in err
+    assert asked == ["https://download.pytorch.org/models/resnet50-0676ba61.pth"]  # the refused download, no other
     assert not (tmp_path / "results").exists(), "no study was created"
 
 
