@@ -34,6 +34,15 @@ _COVER = {f"smp:{a}/resnet18" for a in ARCHS} | {f"smp:{a}/{e}" for a in ("Unet"
 FAST_SMP = [n for n in SMP if n in _COVER]
 ALL = [n for n in model_names() if not n.startswith("smp:")] + (
     SMP if os.environ.get("LESIONBENCH_TEST_FULL_MATRIX") == "1" else FAST_SMP)
+#: Full-size encoders (timm's habit: tiny variants in the fast loop, the full-size sweep in the slow tier).
+#: Each full-size seed architecture keeps its fast forward-shape and parameter-count test in test_models.py.
+FULL_SIZE_ENCODERS = {"resnet34", "resnet50", "tu-convnext_tiny", "mit_b0"}
+FULL_SIZE_MODELS = {"fct-resnet50", "resnet50-unet"}  # their tiny twins: test-fct-resnet, test-resnet-unet
+
+
+def _tier(name: str) -> object:
+    full = name in FULL_SIZE_MODELS or name.split("/")[-1] in FULL_SIZE_ENCODERS
+    return pytest.param(name, marks=[pytest.mark.slow] if full else [], id=name)
 
 
 def _size(name: str) -> int:
@@ -45,7 +54,8 @@ def heads() -> dict[str, int]:
     return {i.name: i.heads for i in list_models(with_params=False)}
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", [_tier(n) for n in ALL])
 def test_every_model_forward_backward_shape_and_gradients(name: str, heads: dict[str, int]) -> None:
     torch.manual_seed(0)
     opts = dict(TINY.get(name, {}), **({"weights": "none"} if accepts_option(name, "weights") else {}))
