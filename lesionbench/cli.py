@@ -307,6 +307,51 @@ def leaderboard(
     console.print(f"written: {path}")
 
 
+@app.command()
+def plan(
+    suite: Annotated[str, typer.Option("--suite", help="A finished suite (the pilot): a bundled name, a suite "
+                                       "file or a results folder's name")],
+    detect: Annotated[float, typer.Option("--detect", help="The true gap in the primary metric to find 80% of "
+                                          "the time, e.g. 0.02")] = 0.02,
+    out: Out = Path("results"),
+    quick: Quick = False,
+    synthetic: Synth = False,
+) -> None:
+    """Seeds per model the leaderboard's test needs to find a gap, from a finished suite's own seed SD.
+
+    Example: lesionbench plan --suite kvasir-cpu --detect 0.02
+    """
+    from lesionbench.cli_scale import print_rows
+    from lesionbench.reporting.seedplan import plan_seeds
+    from lesionbench.studies.status import suite_folder
+
+    found = suite_folder(suite, out, quick, synthetic)
+    if not found.folder.is_dir():
+        raise LesionBenchError(f"{found.folder}: no such results folder (run `lesionbench run --suite {suite}` first)")
+    try:
+        plans = plan_seeds(found.folder, detect)
+    except ValueError as err:
+        raise LesionBenchError(str(err)) from None
+    if not plans:
+        raise LesionBenchError(f"{found.folder}: no finished runs to plan from (run the suite first)")
+
+    def num(v: float | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    rows = [[p.dataset, p.metric, str(p.rows), str(p.seeds_now), num(p.pooled_seed_sd, ".4f"), num(p.detect_sd, ".2f"),
+             "-" if p.seeds_needed is None else str(p.seeds_needed), num(p.power_at_needed, ".0%"),
+             num(p.power_now, ".0%"), num(p.gap_found_now, ".4f"), p.note] for p in plans]
+    print_rows(console, f"seeds to find a gap of {detect:g} 80% of the time ({found.folder})",
+               ["Dataset", "Metric", "Rows", "Seeds now", "Seed SD (pooled)", "Gap in SDs", "Seeds needed",
+                "Power then", "Power now", "Gap found now (80%)", "Note"], rows)
+    for p in plans:
+        if p.seeds_needed is not None:
+            console.print(f"{p.dataset}: {p.seeds_needed} seeds per model find a gap of {detect:g} in {p.metric} "
+                          f"{p.power_at_needed:.0%} of the time (simulated, this suite's seed SD "
+                          f"{p.pooled_seed_sd:.4f}); today's {p.seeds_now} find {p.gap_found_now:.4f}.",
+                          markup=False, highlight=False)
+
+
 def _print_note(text: str) -> None:
     """A note beside a command's output, on stderr: scripts reading stdout see only the output."""
     Console(stderr=True, soft_wrap=True).print(f"note: {text}", markup=False, highlight=False)
@@ -326,7 +371,7 @@ def status(
     Example: lesionbench status --suite demo ; lesionbench status --suite matrix --out /shared/results
     """
     from lesionbench.cli_scale import print_states
-    from lesionbench.studies.status import suite_folder, suite_status
+    from lesionbench.studies.status import flag_failed, suite_folder, suite_status
     from lesionbench.studies.suite import expand_suite, load_suite
 
     found = suite_folder(suite, out, quick, synthetic)
@@ -335,7 +380,7 @@ def status(
     if found.note:
         _print_note(found.note)
     runs = expand_suite(found.suite, list(set_ or []), found.quick, found.synthetic)
-    print_states(console, suite_status(runs, found.folder), str(found.folder))
+    print_states(console, flag_failed(suite_status(runs, found.folder), found.folder), str(found.folder))
 
 
 @app.command()

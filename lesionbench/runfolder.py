@@ -113,6 +113,32 @@ class _Scores(_Strict):
     pooled: dict[str, float] = Field(default_factory=dict)
     per_class: dict[str, dict[str, float]] = Field(default_factory=dict)
     challenge: ChallengeScore | None = None
+    nsd_tolerance: float | None = Field(None, ge=0, description="the tolerance of per_image's nsd, in pixels at "
+                                        "ground-truth size (metrics/boundary.NSD_TOLERANCES); absent: no nsd")
+
+
+class ChanceFloor(BaseModel):
+    """What trivial predictions score with one metric on a run's test images (metrics/chance.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    empty: float = Field(description="every prediction empty")
+    full: float = Field(description="every prediction the whole image")
+    mean_mask: float | None = Field(None, description="every prediction the training masks' per-pixel mean at "
+                                    "the network input size, > 0.5, resized to the ground truth as predictions are; "
+                                    "None where only per_image.csv's counts were at hand")
+
+
+class ChanceScores(BaseModel):
+    """metrics.json ``chance``: the floors of trivial predictions, computed (not trained) on exactly the
+    run's test images and scored as the run: {metric name: ChanceFloor} for the dataset's primary
+    metric and Dice."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    primary: str = Field(description="the dataset's primary metric (metrics/challenge.py), a key of scores")
+    scores: dict[str, ChanceFloor]
+    n_train: int | None = Field(None, ge=0, description="training masks averaged into the mean mask")
 
 
 class RunMetrics(_Scores):
@@ -138,11 +164,14 @@ class RunMetrics(_Scores):
     best_checkpoint: str = Field(description="best weights, relative to the run folder")
     phases: list[str] = Field(default_factory=list)
     last_phase: str | None = None
+    chance: ChanceScores | None = Field(None, description="trivial predictions' scores (absent before issue 30, "
+                                        "and for nnU-Net runs: metrics/chance.floors_from_rows derives two)")
 
 
 class PerImageRow(BaseModel):
     """One row of per_image.csv: an image's test metrics (mean over channels), plus
-    ``<class>_dice`` / ``<class>_iou`` columns (floats) when the dataset has several channels."""
+    ``<class>_dice`` / ``<class>_iou`` columns (floats) when the dataset has several channels, and
+    hd95/assd/nsd and the counts as extra float columns (nsd absent from runs before issue 30)."""
 
     model_config = ConfigDict(extra="allow")
     __pydantic_extra__: dict[str, float] = Field(init=False)  # type: ignore[assignment]

@@ -36,6 +36,31 @@ class Interval(_Model):
     includes: Literal["seeds and images", "images only", "none"] = "none"
 
 
+class Gap(_Model):
+    """Rank 1's seed mean minus this row's, with its simultaneous interval (the test's own procedure)."""
+
+    estimate: float
+    low: float
+    high: float
+    confidence: float = Field(0.95, description="simultaneous over every row of the table")
+
+
+class ChanceRow(_Model):
+    """What trivial predictions score with one metric on the table's test images (metrics/chance.py)."""
+
+    metric: str
+    empty: float
+    full: float
+    mean_mask: float | None = None
+    source: str = Field(description="the run folder the floors were read from")
+
+
+class FailedSeed(_Model):
+    run: str
+    seed: int | None = None
+    why: str
+
+
 class Costs(_Model):
     params_m: float | None = None
     gmacs: float | None = None
@@ -62,12 +87,16 @@ class ModelVerdict(_Model):
     iou: Interval | None = None
     hd95: Interval | None = None
     assd: Interval | None = None
+    nsd: Interval | None = Field(None, description="Normalized Surface Dice at DatasetVerdicts.nsd_tolerance_px")
     rank: int
     rank_probabilities: list[float] = Field(default_factory=list,
                                             description="P(rank = 1..k) over the bootstrap (seeds and images)")
     p_rank1: float | None = None
     p_values: dict[str, float | None] = Field(default_factory=dict,
-                                              description="Holm-adjusted p against each other row, by experiment")
+                                              description="simultaneous p against rank 1 (studentized range), by experiment")
+    gap_to_best: Gap | None = Field(None, description="None for rank 1 and for rows not tested")
+    failed_seeds: list[FailedSeed] = Field(default_factory=list, description="seeds named failed trainings "
+                                                                             "(DatasetVerdicts.failed_rule)")
     verdict: Verdict
     significantly_worse: bool | None = Field(None, description="None when not tested")
     reason: str | None = Field(None, description="why not tested, or the test's summary")
@@ -85,8 +114,21 @@ class DatasetVerdicts(_Model):
     alpha: float
     comparisons: int
     detectable_difference: float | None = Field(
-        None, description="smallest true difference detected 80% of the time at Holm's strictest step")
+        None, description="smallest true gap to the others this table's own test finds 80% of the time (simulated)")
     detectable_note: str = ""
+    rows_tested: int = 0
+    seeds_per_row: int | None = Field(None, description="median seeds of the tested rows")
+    pooled_seed_sd: float | None = None
+    detectable_sd: float | None = Field(None, description="detectable_difference in pooled seed-SDs")
+    seeds_for_80: dict[str, int | None] = Field(default_factory=dict,
+                                                description="seeds per row to find a gap of 1/2/3 SDs 80% of the time")
+    plan_command: str | None = None
+    failed_rule: str | None = None
+    failed_in_mean: str | None = None
+    nsd_tolerance_px: float | None = None
+    chance: list[ChanceRow] = Field(default_factory=list, description="the chance floor under the table")
+    rank1_equal_models: list[float] | None = Field(
+        None, description="the observed leader's P(rank 1) when all models are equal: [median, 90th percentile]")
     rank_resamples: int = 0
     kendall_tau_median: float | None = None
     models: list[ModelVerdict]

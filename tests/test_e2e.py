@@ -195,3 +195,10 @@ def test_ddp_two_processes_test_each_image_once(synthetic_env: Path, tmp_path: P
     single, _ = summarize(stats, [dm.test_ids[i] for i in index.tolist()], "synthetic", dm.class_names)
     assert metrics["pooled"]["dice"] == pytest.approx(single["pooled"]["dice"], abs=1e-9)
     assert sorted(ids) == sorted(dm.test_ids)
+    # issue 30: the chance floors are gathered over both processes as the counts are, each image once
+    from lesionbench.metrics.chance import floors_from_stats
+    floors = floors_from_stats(stats, "synthetic")
+    assert metrics["chance"]["n_train"] == len(dm.train_ids) and "nsd" in metrics["per_image"]
+    for name, floor in floors.items():
+        assert metrics["chance"]["scores"][name]["full"] == pytest.approx(floor.full, abs=1e-12), name
+        assert "mean_mask" in metrics["chance"]["scores"][name], name

@@ -7,6 +7,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -119,3 +120,47 @@ def test_predict_runs_the_test_loops_batches(tiny_run: tuple[Path, Path], tiny_s
     assert len(batched) == len(samples) and all(p.dtype == np.float32 for p in batched)
     again = loaded.predict([s.image for s in samples[:4]])
     assert all(np.array_equal(a, b) for a, b in zip(again, batched[:4], strict=True))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_metrics_json_carries_nsd_and_the_chance_floors(tiny_run: tuple[Path, Path], tiny_synthetic: Path) -> None:
+    """Issue 30 items 6-7: per_image.csv's nsd is the NSD of the saved prediction against its truth at the
+    dataset's tolerance, and metrics.json's chance floors are those of empty, full and mean-mask
+    predictions on exactly the run's test images, as recomputed here from the files."""
+    from lesionbench.data.decode import load_mask
+    from lesionbench.io import read_json
+    from lesionbench.metrics.boundary import nsd_tolerance, surface_metrics
+    from lesionbench.metrics.chance import as_prediction, floors_from_rows, floors_from_stats, mean_mask
+    from lesionbench.metrics.scores import image_stats
+    from lesionbench.runfolder import read_metrics
+    run, work = tiny_run
+    samples, dm = _test_samples(run, work, tiny_synthetic)
+    metrics, raw = read_metrics(run), read_json(run / "metrics.json")
+    frame = pd.read_csv(run / "per_image.csv", dtype={"id": str}).set_index("id")
+    assert metrics.nsd_tolerance == raw["nsd_tolerance"] == nsd_tolerance("synthetic") == 2.0
+    assert "nsd" in raw["per_image"] and "nsd" in raw["per_class"]["lesion"]
+    assert raw["per_image"]["nsd"] == pytest.approx(frame["nsd"].mean(), abs=1e-9)
+    prior = mean_mask(dm.mask_mean("train"))
+    stats, prior_stats = [], []
+    for s in samples:
+        pred = torch.from_numpy(np.asarray(Image.open(run / "predictions" / f"{s.id}_segmentation.png")) > 127)
+        truth = torch.from_numpy(load_mask(s.masks[0], 0).astype(bool))
+        assert surface_metrics(pred, truth, 2.0) == pytest.approx(
+            tuple(frame.loc[s.id, ["hd95", "assd", "nsd"]]), abs=1e-9), s.id
+        stats.append(image_stats(pred[None, None], truth[None, None]))
+        prior_stats.append(image_stats(as_prediction(prior, truth.shape)[None], truth[None, None]))
+    assert frame["nsd"].nunique() > 1  # centred logits: the masks differ per image, the check has teeth
+    chance = metrics.chance
+    assert chance is not None and chance.primary == "thresholded_jaccard" and chance.n_train == len(dm.train_ids)
+    assert list(chance.scores) == ["thresholded_jaccard", "dice"]
+    want = floors_from_stats(torch.cat(stats), "synthetic", torch.cat(prior_stats))
+    for name, floor in chance.scores.items():
+        assert floor.model_dump() == pytest.approx(want[name].model_dump(), abs=1e-12), name
+        assert floor.mean_mask is not None and 0 <= floor.mean_mask <= 1
+        counts = floors_from_rows(frame.reset_index(), "synthetic")[name]  # what a reader of old runs gets
+        assert (counts.empty, counts.full) == pytest.approx((floor.empty, floor.full), abs=1e-12)
+    assert chance.scores["dice"].full > 0
+    # 12 tiny training masks overlap nowhere in more than half of them: the mean mask is empty and scores as
+    # the empty floor (test_chance.py checks a non-empty one against a direct computation)
+    assert prior.any() or all(f.mean_mask == f.empty for f in chance.scores.values())

@@ -209,6 +209,22 @@ class SegmentationDataModule(L.LightningDataModule):
                               mean=self.mean, std=self.std)
         return SegmentationDataset(samples, self.layout, size, tf, cache, with_orig=part == "test")
 
+    def mask_mean(self, part: str = "train") -> np.ndarray | None:
+        """Per-pixel mean C×H×W (float64) of a part's masks at the network input size, each resized as the
+        data cache resizes it (read from the part's cache when it has one); None for an empty part."""
+        samples = self._part(part)
+        if not samples:
+            return None
+        dataset = self._datasets.get(part)
+        if dataset is not None and dataset.cache is not None:
+            masks = _open(dataset.cache).masks
+            return masks.sum(axis=0, dtype=np.int64) / len(masks)
+        total = None
+        for s in samples:
+            m = np.stack([load_mask(p, self.layout.mask_threshold, self.cfg.image_size) for p in s.masks])
+            total = m.astype(np.int64) if total is None else total + m
+        return total / len(samples)
+
     def restrict(self, part: str, exclude: set[str], stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
                  ) -> list[Sample]:
         """Drop ``exclude`` ids from one part and rebuild it for scoring at original size (a

@@ -22,7 +22,7 @@ from torchmetrics.functional.classification import multilabel_stat_scores
 from torchmetrics.utilities import dim_zero_cat
 
 from lesionbench.errors import LesionBenchError
-from lesionbench.metrics.boundary import BOUNDARY_NAMES
+from lesionbench.metrics.boundary import BOUNDARY_NAMES, SURFACE_NAMES
 
 STAT_NAMES = ("tp", "fp", "fn", "tn")
 METRIC_NAMES = ("dice", "iou", "precision", "recall", "specificity", "accuracy")
@@ -86,14 +86,16 @@ def _means(stats: Tensor) -> dict[str, float]:
 
 
 def summarize(stats: Tensor, ids: Sequence[str], dataset: str, class_names: Sequence[str],
-              boundary: Tensor | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+              boundary: Tensor | None = None, nsd_tolerance: float | None = None
+              ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Test-set summary: (metrics dict for metrics.json, rows for per_image.csv).
 
     metrics: ``per_image`` (means over images and channels, + thresholded_jaccard, + hd95/assd when
-    ``boundary`` N×C×2 is given), ``pooled`` (summed counts), ``per_class`` ({name: per-image means +
-    pooled_dice, pooled_iou}), ``challenge`` (the dataset's primary metric). Rows: id + per-image
-    metrics (mean over channels) + <class>_dice/_iou when C > 1 + hd95/assd + each channel's counts
-    (tp, fp, fn, tn; <class>_tp, ... when C > 1), from which the leaderboard recomputes any metric.
+    ``boundary`` N×C×2 is given, + nsd when it is N×C×3 as ``SURFACE_NAMES``), ``pooled`` (summed
+    counts), ``per_class`` ({name: per-image means + pooled_dice, pooled_iou}), ``challenge`` (the
+    dataset's primary metric), ``nsd_tolerance`` (px, when given). Rows: id + per-image metrics (mean
+    over channels) + <class>_dice/_iou when C > 1 + hd95/assd(/nsd) + each channel's counts (tp, fp,
+    fn, tn; <class>_tp, ... when C > 1), from which the leaderboard recomputes any metric.
     """
     from lesionbench.metrics.challenge import challenge_score  # it builds on this module
 
@@ -106,20 +108,28 @@ def summarize(stats: Tensor, ids: Sequence[str], dataset: str, class_names: Sequ
                                f"{len(class_names)} class names")
     if n == 0:
         raise LesionBenchError("summarize: no test images were scored (is the test split empty?)")
+    names: tuple[str, ...] = ()
     if boundary is not None:
-        boundary = torch.as_tensor(boundary, dtype=torch.float64).cpu().reshape(n, c, len(BOUNDARY_NAMES))
+        boundary = torch.as_tensor(boundary, dtype=torch.float64).cpu()
+        width = boundary.shape[-1] if boundary.ndim == 3 else len(BOUNDARY_NAMES)  # (N×2 of old callers: C == 1)
+        if width not in (len(BOUNDARY_NAMES), len(SURFACE_NAMES)):
+            raise LesionBenchError(f"summarize: boundary must be N×C×2 (hd95, assd) or N×C×3 (+ nsd), "
+                                   f"got {tuple(boundary.shape)}")
+        boundary, names = boundary.reshape(n, c, width), SURFACE_NAMES[:width]
     per = per_image_metrics(stats)
     per_class = {}
     for j, name in enumerate(class_names):
         pooled = _pooled(stats[:, j])
         per_class[name] = {**_means(stats[:, j]), "pooled_dice": pooled["dice"], "pooled_iou": pooled["iou"]}
         if boundary is not None:
-            per_class[name].update({k: float(boundary[:, j, b].mean()) for b, k in enumerate(BOUNDARY_NAMES)})
+            per_class[name].update({k: float(boundary[:, j, b].mean()) for b, k in enumerate(names)})
     means = _means(stats)
     if boundary is not None:
-        means.update({k: float(boundary[..., b].mean()) for b, k in enumerate(BOUNDARY_NAMES)})
+        means.update({k: float(boundary[..., b].mean()) for b, k in enumerate(names)})
     metrics = {"per_image": means, "pooled": _pooled(stats), "per_class": per_class,
                "challenge": challenge_score(stats, dataset, class_names)}
+    if nsd_tolerance is not None and "nsd" in names:
+        metrics["nsd_tolerance"] = float(nsd_tolerance)
     rows = []
     for i, image_id in enumerate(ids):
         row: dict[str, Any] = {"id": image_id}
@@ -129,7 +139,7 @@ def summarize(stats: Tensor, ids: Sequence[str], dataset: str, class_names: Sequ
                 row[f"{name}_dice"] = float(per["dice"][i, j])
                 row[f"{name}_iou"] = float(per["iou"][i, j])
         if boundary is not None:
-            row.update({k: float(boundary[i, :, b].mean()) for b, k in enumerate(BOUNDARY_NAMES)})
+            row.update({k: float(boundary[i, :, b].mean()) for b, k in enumerate(names)})
         for j, name in enumerate(class_names):
             prefix = f"{name}_" if c > 1 else ""
             row.update({f"{prefix}{k}": int(stats[i, j, s]) for s, k in enumerate(STAT_NAMES)})
@@ -148,7 +158,8 @@ def stats_from_rows(frame: Any, class_names: Sequence[str]) -> Tensor:
 class PerImageStats(Metric):
     """Collects (index, B×C×width values) over a test epoch; ``compute`` drops DDP padding duplicates.
 
-    width 4: the counts (tp, fp, fn, tn); width 2: the boundary distances (hd95, assd).
+    width 4: the counts (tp, fp, fn, tn); width 2: the boundary distances (hd95, assd); width 3: (hd95,
+    assd, nsd).
     """
 
     full_state_update = False

@@ -1,6 +1,7 @@
 """The numbers of one leaderboard table: experiments aggregated over seeds, ranked by the dataset's
-primary metric, with intervals that count seed and image noise, an all-pairs test between seeds'
-scores, and the ranking's stability under resampling (see stats.py for each method and why).
+primary metric, with intervals that count seed and image noise, the whole-table test of each row
+against rank 1 with its simultaneous gap interval and power (seedtest.py), failed seeds named, and
+the ranking's stability under resampling (see stats.py and seedtest.py for each method and why).
 
 The primary metric is recomputed from each image's counts in per_image.csv (so a pooled metric
 gets its own interval); runs written before the counts were stored fall back to the per-image
@@ -19,14 +20,16 @@ from lesionbench.data.layouts import LAYOUTS
 from lesionbench.metrics.challenge import PRIMARY, PrimaryMetric, primary_metric, ratio
 from lesionbench.metrics.scores import JACCARD_THRESHOLD, stats_from_rows
 from lesionbench.reporting.runs import RunRecord
-from lesionbench.reporting.stats import (
-    detectable_difference,
-    mean_ci,
-    mean_std,
-    median_kendall_tau,
-    pairwise_holm,
-    rank_bootstrap,
+from lesionbench.reporting.seedtest import (
+    collapsed,
+    detectable_gap,
+    outlier_seeds,
+    rank1_of_equal_models,
+    seeds_needed,
+    simultaneous_p,
+    versus_best,
 )
+from lesionbench.reporting.stats import mean_ci, mean_std, median_kendall_tau, rank_bootstrap
 from lesionbench.suitefolder import Interval
 
 METRICS = [("dice", "Dice"), ("iou", "IoU"), ("thresholded_jaccard", "Thr. Jaccard"),
@@ -51,6 +54,8 @@ class Entry:
     reason: str | None = None
     p_values: dict[str, float | None] = field(default_factory=dict)
     rank_probabilities: list[float] = field(default_factory=list)
+    gap: tuple[float, float, float] | None = None  # rank 1 minus this row: (estimate, simultaneous low, high)
+    failed: dict[str, str] = field(default_factory=dict)  # run -> why it is a failed training
 
 
 @dataclass
@@ -62,6 +67,12 @@ class TableStats:
     detectable_note: str = ""
     kendall_tau: float | None = None
     rank_resamples: int = 0
+    rows_tested: int = 0
+    seeds: int = 0  # the median seeds of the tested rows
+    pooled_sd: float | None = None
+    detectable_sd: float | None = None  # the same in seed-SD units
+    seeds_for: dict[str, int | None] = field(default_factory=dict)  # "2 SDs" -> seeds per row for 80% power
+    rank1_null: tuple[float, float] | None = None  # equal models: the leader's P(rank 1), median and 90th pct
 
 
 def metric_for(dataset: str) -> PrimaryMetric:
@@ -144,9 +155,11 @@ def build_entry(experiment: str, runs: list[RunRecord], metric: PrimaryMetric, n
             e.terms[r.run] = t
     e.seed_scores = [v for v in (_seed_primary(r, metric, e.terms.get(r.run)) for r in e.runs) if v is not None]
     e.stats["primary"] = mean_std(e.seed_scores) if e.seed_scores else None
-    for key in ("dice", "iou", *[k for k, _ in BOUNDARY]):
+    e.stats["nsd"] = _agg([r.metrics.per_image.get("nsd") if r.metrics else None for r in e.runs])
+    for key in ("dice", "iou", "nsd", *[k for k, _ in BOUNDARY]):
         wide = _wide([r.per_image[key].astype(float).rename(r.run) for r in e.runs
-                      if r.per_image is not None and key in r.per_image], experiment, notes if key == "dice" else [])
+                      if r.per_image is not None and key in r.per_image and r.per_image[key].notna().all()],
+                     experiment, notes if key == "dice" else [])
         bounds = (0.0, np.inf) if key in dict(BOUNDARY) else (0.0, 1.0)
         e.intervals[key] = _interval(e.stats[key], wide, None if wide is None else wide * 0 + 1, bounds)
     num = _wide([t[0].rename(run) for run, t in e.terms.items()], experiment, [])
@@ -161,16 +174,44 @@ def _test_ids(e: Entry) -> frozenset[str] | None:
     return frozenset.intersection(*ids) if ids else None
 
 
-def rank(entries: list[Entry]) -> TableStats:
-    """Sort by the primary metric (seed mean) and give every entry its verdict against rank 1.
+def _collapse(rec: RunRecord) -> str | None:
+    """'empty' / 'full' when the run's masks are empty (full) on nearly every test image (seedtest.collapsed)."""
+    df = rec.per_image
+    layout = LAYOUTS.get(str(rec.dataset))
+    if df is None or layout is None:
+        return None
+    try:
+        counts = stats_from_rows(df, layout.class_names).numpy().reshape(-1, 4)  # (image, class) × tp fp fn tn
+    except KeyError:  # an older run without counts
+        return None
+    tp, fp, fn, tn = counts.T
+    return collapsed(tp + fp == 0, fn + tn == 0, tp + fn > 0, fp + tn > 0)
 
-    Every pair of models with at least two seeds on the same test images is tested (stats.pairwise_holm);
-    a model is "significantly worse" when its Holm-adjusted p against rank 1 is below ALPHA.
-    """
+
+def find_failed_seeds(entries: list[Entry]) -> None:
+    """Name each failed training (seedtest.FAILED_RULE) in ``Entry.failed``."""
+    scored = [e for e in entries if len(e.seed_scores) == len(e.runs)]
+    flags = outlier_seeds([e.seed_scores for e in scored])
+    for e in entries:
+        e.failed = {}
+        for r in e.runs:
+            if (how := _collapse(r)) is not None:
+                e.failed[r.run] = f"predicted mask {how} on nearly every test image"
+    for e, row in zip(scored, flags, strict=True):
+        for j, (r, x, far) in enumerate(zip(e.runs, e.seed_scores, row, strict=True)):
+            if far and r.run not in e.failed:
+                others = e.seed_scores[:j] + e.seed_scores[j + 1:]
+                e.failed[r.run] = f"score {x:.4f}, far below its other seeds (median {np.median(others):.4f})"
+
+
+def rank(entries: list[Entry]) -> TableStats:
+    """Sort by the primary metric (seed mean), name failed seeds, and give every entry its verdict
+    against rank 1 (seedtest.versus_best over every row with two or more seeds on rank 1's test images)."""
     entries.sort(key=lambda e: (-(e.stats["primary"] or (-np.inf, 0))[0], -(e.stats["dice"] or (-np.inf, 0))[0]))
     table = TableStats()
     if not entries:
         return table
+    find_failed_seeds(entries)
     best = entries[0]
     best.verdict, best.reason = "best", None
     testable = [e for e in entries if len(e.seed_scores) >= 2 and _test_ids(e) in (None, _test_ids(best))]
@@ -186,28 +227,30 @@ def rank(entries: list[Entry]) -> TableStats:
 
 
 def _test(testable: list[Entry], table: TableStats) -> None:
+    """The whole-table test (seedtest.versus_best), each row's simultaneous gap, and the table's power."""
     n = max(len(e.seed_scores) for e in testable)
     scores = np.full((len(testable), n), np.nan)
     for i, e in enumerate(testable):
         scores[i, : len(e.seed_scores)] = e.seed_scores
-    adjusted = pairwise_holm(scores)
-    table.comparisons = len(testable) * (len(testable) - 1) // 2
-    for i, e in enumerate(testable):
-        e.p_values = {o.experiment: float(adjusted[i, j]) for j, o in enumerate(testable) if j != i}
+    k = len(testable)
+    vs = versus_best(scores, ALPHA, pool=np.array([not e.failed for e in testable]))
+    table.comparisons, table.rows_tested = k - 1, k
     best = testable[0]
     for i, e in enumerate(testable[1:], 1):
-        p = float(adjusted[0, i])
-        worse = p < ALPHA and np.mean(e.seed_scores) < np.mean(best.seed_scores)
-        e.verdict = "significantly_worse" if worse else "not_significant"
-        e.reason = f"p={p:.2g}, {len(e.seed_scores)} vs {len(best.seed_scores)} seeds"
-    sd = float(np.median([np.std(e.seed_scores, ddof=1) for e in testable]))  # a typical row: one unstable model
-    # must not set the figure for all
-    seeds = sorted(len(e.seed_scores) for e in testable)[len(testable) // 2]
-    factor = detectable_difference(seeds, seeds, ALPHA / table.comparisons, POWER)
-    table.detectable = sd * factor
-    table.detectable_note = (f"{seeds} vs {seeds} seeds, median seed-to-seed SD {sd:.4f} of the tested rows, "
-                             f"alpha {ALPHA}/{table.comparisons} (Holm's strictest step): {factor:.1f} SDs; "
-                             f"with 5 seeds each: {sd * detectable_difference(5, 5, ALPHA / table.comparisons, POWER):.4f}")
+        p = simultaneous_p(float(vs.gap[i]), float(vs.se[i]), float(vs.df[i]), k)
+        e.p_values = {best.experiment: p}
+        e.gap = (float(vs.gap[i]), float(vs.low[i]), float(vs.high[i]))
+        e.verdict = "significantly_worse" if bool(vs.marked[i]) else "not_significant"
+        e.reason = (f"gap {vs.gap[i]:.4f} [{vs.low[i]:.4f}, {vs.high[i]:.4f}], p={p:.2g}, "
+                    f"{len(e.seed_scores)} vs {len(best.seed_scores)} seeds, "
+                    f"{'pooled' if vs.pooled[i] else 'own (Welch)'} SE")
+    table.seeds = sorted(len(e.seed_scores) for e in testable)[k // 2]
+    table.pooled_sd = float(vs.pooled_sd)
+    table.detectable_sd = detectable_gap(k, table.seeds, ALPHA, POWER)
+    table.detectable = table.pooled_sd * table.detectable_sd
+    table.seeds_for = {f"{d} SDs": seeds_needed(k, d, ALPHA, POWER) for d in (1, 2, 3)}
+    table.detectable_note = (f"simulated power of this test with {k} rows, {table.seeds} seeds each and the pooled "
+                             f"seed-to-seed SD {table.pooled_sd:.4f}: {table.detectable_sd:.2f} SDs")
 
 
 def _rank_stability(entries: list[Entry], table: TableStats) -> None:
@@ -223,6 +266,8 @@ def _rank_stability(entries: list[Entry], table: TableStats) -> None:
     terms = [(np.stack([num.loc[order].to_numpy(float) for num, _ in e.terms.values()]),
               np.stack([den.loc[order].to_numpy(float) for _, den in e.terms.values()])) for e in usable]
     ranks = rank_bootstrap(terms, RANK_RESAMPLES, RANK_SEED)
+    seeds = sorted(len(e.terms) for e in usable)[len(usable) // 2]
+    table.rank1_null = rank1_of_equal_models(len(usable), seeds) if seeds >= 2 else None
     k = len(usable)
     for i, e in enumerate(usable):
         e.rank_probabilities = [float(np.mean(ranks[:, i] == r)) for r in range(1, k + 1)]

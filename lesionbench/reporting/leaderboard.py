@@ -37,13 +37,28 @@ from lesionbench.reporting.compare import (
 from lesionbench.reporting.markdown import MISSING, duration, esc, pm, table
 from lesionbench.reporting.references import DATASET_REFERENCES, NOT_COMPARABLE, recipe_published
 from lesionbench.reporting.runs import RunRecord, collect_runs, error_line
-from lesionbench.reporting.stats import MEAN_CI, SEED_TEST, SEED_TEST_WHY
+from lesionbench.reporting.seedtest import FAILED_RULE, SEED_TEST, SEED_TEST_WHY
+from lesionbench.reporting.stats import MEAN_CI
 from lesionbench.reporting.trials import STUDY_FILE, ranked_trials, write_study_board, write_trials_table
-from lesionbench.suitefolder import Costs, DatasetVerdicts, Interval, LeaderboardVerdicts, ModelVerdict, write_verdicts
+from lesionbench.suitefolder import (
+    ChanceRow,
+    Costs,
+    DatasetVerdicts,
+    FailedSeed,
+    Gap,
+    Interval,
+    LeaderboardVerdicts,
+    ModelVerdict,
+    write_verdicts,
+)
 
 __all__ = ["RunRecord", "collect_runs", "ranked_trials", "write_leaderboard", "write_trials_table"]
 
 log = logging.getLogger(__name__)
+#: What the table says of failed seeds (leaderboard.json: failed_in_mean).
+FAILED_IN_MEAN = ("failed seeds count in the mean, the SD and their own row's test (a model that fails is less "
+                  "reliable, and its row shows it); they stay out of the pooled seed variance the other rows' tests "
+                  "share, so one collapse cannot hide every other difference")
 #: Rows a suite cannot have on a dataset, said under its table rather than silently missing.
 UNSUPPORTED = {"isic2018-task2": "nnU-Net (engine: nnunet) is not run on the five overlapping attribute masks: "
                                  "the engine trains binary datasets only (nnU-Net's region-based training is not wired in)"}
@@ -95,23 +110,31 @@ def _iv(iv: Interval | None, digits: int = 4) -> tuple[str, str]:
 
 
 def _verdict_cell(m: ModelVerdict) -> str:
+    failed = f"; **{len(m.failed_seeds)} of {len(m.seeds)} seeds failed**" if m.failed_seeds else ""
     if m.verdict == "best":
-        return "best"
+        return "best" + failed
     if m.verdict == "significantly_worse":
-        return f"* worse ({m.reason})"
+        return f"* worse ({m.reason}){failed}"
     if m.verdict == "not_significant":
-        return f"not significant ({m.reason})"
-    return f"not tested: {m.reason or 'no test'}"
+        return f"not significant ({m.reason}){failed}"
+    return f"not tested: {m.reason or 'no test'}{failed}"
+
+
+def _gap_cell(m: ModelVerdict) -> str:
+    if m.verdict == "best":
+        return "rank 1"
+    g = m.gap_to_best
+    return MISSING if g is None else f"{g.estimate:.4f} [{g.low:.4f}, {g.high:.4f}]"
 
 
 def _row(m: ModelVerdict, show_dice: bool) -> list[str]:
     c = m.costs
     size = MISSING if m.image_size is None else size_label(m.image_size)
     dice = list(_iv(m.dice)) if show_dice else []
-    boundary = [" ".join(_iv(getattr(m, k), 2)) for k, _ in BOUNDARY]
+    boundary = [" ".join(_iv(m.nsd, 4))] + [" ".join(_iv(getattr(m, k), 2)) for k, _ in BOUNDARY]
     gmacs = _num(c.gmacs, 2)
     return [str(m.rank), f"`{esc(m.experiment)}`", esc(m.weights or MISSING), missing_int(m.epochs), size,
-            str(len(m.seeds)), *_iv(m.primary), _num(m.p_rank1, 2), *dice, *boundary,
+            str(len(m.seeds)), *_iv(m.primary), _gap_cell(m), _num(m.p_rank1, 2), *dice, *boundary,
             _iv(m.iou)[0], esc(m.published or MISSING), _num(c.params_m, 2), gmacs,
             _num(c.ms_per_image, 1), _num(c.peak_mem_mb, 0), _count(c.images_seen),
             duration([c.train_time_s]), _verdict_cell(m)]
@@ -141,24 +164,77 @@ def _costs(e: Entry) -> Costs:
                  measured_on="; ".join(devices) or None, images_seen=avg("images_seen"))
 
 
-def _verdicts(dataset: str, entries: list[Entry], stats: TableStats, published: _Published) -> DatasetVerdicts:
+def _verdicts(dataset: str, entries: list[Entry], stats: TableStats, published: _Published,
+              suite: str) -> DatasetVerdicts:
     metric = metric_for(dataset)
     models = []
     for i, e in enumerate(entries, 1):
         first = e.runs[0]
+        seeds = {r.run: r.seed for r in e.runs}
         models.append(ModelVerdict(
             experiment=e.experiment, model=first.model, weights=first.weights, epochs=first.epochs,
             image_size=first.image_size, seeds=[r.seed for r in e.runs], seed_scores=e.seed_scores,
             primary=e.intervals.get("primary"), dice=e.intervals.get("dice"), iou=e.intervals.get("iou"),
-            hd95=e.intervals.get("hd95"), assd=e.intervals.get("assd"), rank=i,
+            hd95=e.intervals.get("hd95"), assd=e.intervals.get("assd"), nsd=e.intervals.get("nsd"), rank=i,
             rank_probabilities=e.rank_probabilities, p_rank1=e.rank_probabilities[0] if e.rank_probabilities else None,
             p_values=e.p_values, verdict=e.verdict,  # type: ignore[arg-type]
             significantly_worse=None if e.verdict in ("not_tested", "best") else e.verdict == "significantly_worse",
-            reason=e.reason, published=published.cell(e), costs=_costs(e)))
+            reason=e.reason, published=published.cell(e), costs=_costs(e),
+            gap_to_best=None if e.gap is None else Gap(estimate=e.gap[0], low=e.gap[1], high=e.gap[2],
+                                                       confidence=1 - ALPHA),
+            failed_seeds=[FailedSeed(run=run, seed=seeds.get(run), why=why) for run, why in e.failed.items()]))
+    finite = stats.detectable is not None and np.isfinite(stats.detectable)
     return DatasetVerdicts(dataset=dataset, metric=metric.name, metric_definition=metric.definition, test=SEED_TEST,
                            test_why=SEED_TEST_WHY, interval=MEAN_CI, alpha=ALPHA, comparisons=stats.comparisons,
-                           detectable_difference=stats.detectable, detectable_note=stats.detectable_note,
-                           rank_resamples=stats.rank_resamples, kendall_tau_median=stats.kendall_tau, models=models)
+                           detectable_difference=stats.detectable if finite else None,
+                           detectable_note=stats.detectable_note, rank_resamples=stats.rank_resamples,
+                           kendall_tau_median=stats.kendall_tau, models=models, rows_tested=stats.rows_tested,
+                           seeds_per_row=stats.seeds or None, pooled_seed_sd=stats.pooled_sd,
+                           detectable_sd=stats.detectable_sd if finite else None, seeds_for_80=stats.seeds_for,
+                           plan_command=f"lesionbench plan --suite {suite} --detect 0.02" if stats.comparisons else None,
+                           failed_rule=FAILED_RULE, failed_in_mean=FAILED_IN_MEAN,
+                           nsd_tolerance_px=_nsd_tolerance(entries), chance=_chance(entries),
+                           rank1_equal_models=list(stats.rank1_null) if stats.rank1_null else None)
+
+
+def _nsd_tolerance(entries: list[Entry]) -> float | None:
+    tols = {r.metrics.nsd_tolerance for e in entries for r in e.runs if r.metrics and r.metrics.nsd_tolerance}
+    return tols.pop() if len(tols) == 1 else None
+
+
+def _chance(entries: list[Entry]) -> list[ChanceRow]:
+    """The chance floor of the table's test images: from the rank-1 row's runs, a run with the mean-mask
+    floor first (runs before issue 30 give the empty and full floors from their per_image.csv)."""
+    from lesionbench.metrics.chance import run_floors
+
+    if not entries:
+        return []
+    best: tuple[str, dict] | None = None
+    for r in entries[0].runs:
+        try:
+            floors = run_floors(r.path)
+        except Exception as err:  # an unreadable or countless per_image.csv: no floor, never a lost board
+            log.debug("chance floor of %s: %s", r.path, err)
+            continue
+        if best is None or (any(f.mean_mask is not None for f in floors.values())
+                            and all(f.mean_mask is None for f in best[1].values())):
+            best = (r.run, floors)
+    if best is None:
+        return []
+    return [ChanceRow(metric=m, empty=f.empty, full=f.full, mean_mask=f.mean_mask, source=best[0])
+            for m, f in best[1].items()]
+
+
+def _chance_lines(dv: DatasetVerdicts) -> list[str]:
+    if not dv.chance:
+        return []
+    rows = [[esc(c.metric), f"{c.empty:.4f}", f"{c.full:.4f}",
+             "not recorded (run made before the floor was computed)" if c.mean_mask is None else f"{c.mean_mask:.4f}"]
+            for c in dv.chance]
+    return ([f"**Chance floor** (computed, not trained, on the same test images; from `{esc(dv.chance[0].source)}`): "
+             "what trivial predictions score: every mask empty, every mask full, and the training masks' per-pixel "
+             "mean thresholded at 0.5 for every image. A model near these has learned little.", ""]
+            + table(rows, ["Metric", "All empty", "All full", "Mean training mask"]) + [""])
 
 
 def _references(dataset: str, entries: list[Entry], published: _Published) -> list[str]:
@@ -178,25 +254,60 @@ def _references(dataset: str, entries: list[Entry], published: _Published) -> li
             + table(rows, ["", "Source", "Metric", "Value", "Definition", "Split / note"]) + [""])
 
 
+def _power_sentence(dv: DatasetVerdicts) -> str:
+    """What the table's own test can find, simulated, and how many seeds would find more."""
+    if dv.detectable_difference is None or dv.detectable_difference > 1.0:
+        return (f"**Too few seeds for any mark:** with {dv.seeds_per_row} seeds per row this test cannot find even "
+                f"a gap of the metric's whole range; run more seeds (`{dv.plan_command}`).")
+    need = ", ".join(f"{k}: {'more than 50' if v is None else v}" for k, v in dv.seeds_for_80.items())
+    return (f"**Power (simulated, this test):** with {dv.seeds_per_row} seeds per row and pooled seed-to-seed SD "
+            f"{dv.pooled_seed_sd:.4f}, a row {dv.detectable_difference:.4f} in {dv.metric} "
+            f"({dv.detectable_sd:.1f} SDs) below the others is marked {POWER:.0%} of the time; smaller gaps can hide "
+            "behind 'not significant' (the gap column's simultaneous interval shows how large, and 'not "
+            f"significant' is not evidence that models are equal). Seeds per row to find a gap 80% of the time: "
+            f"{need}. Plan a suite for a gap you care about: `{dv.plan_command}`.")
+
+
+def _rank1_sentence(dv: DatasetVerdicts) -> str:
+    if dv.kendall_tau_median is None:
+        return ""
+    reference = ""
+    if dv.rank1_equal_models:
+        median, p90 = dv.rank1_equal_models
+        reference = (f" It is the share of bootstrap leaderboards in which a row ranks first, not the chance that "
+                     f"it is the best model: with {len(dv.models)} equal models and these seeds the observed leader "
+                     f"still shows a median P(rank 1) of {median:.2f} ({p90:.2f} in one suite in ten, simulated), so "
+                     f"only a leader's P(rank 1) well above {p90:.2f} sets it apart; the 'vs best' column is the test.")
+    return (f"**Rank stability:** P(rank 1) and the rank plot come from {dv.rank_resamples} bootstrap "
+            f"leaderboards (test images resampled for all models at once, each model's seeds resampled); "
+            f"median Kendall tau between this ranking and the resampled ones: {dv.kendall_tau_median:.2f} "
+            f"(1 = the order never changes).{reference}")
+
+
 def _footer(dv: DatasetVerdicts) -> list[str]:
     level = f"{CONFIDENCE:.0%}"
     if dv.comparisons:
-        power = (f"With these seeds the test detects a true difference of {dv.detectable_difference:.4f} in "
-                 f"{dv.metric} {POWER:.0%} of the time ({dv.detectable_note}); smaller gaps are reported as not "
-                 "significant, which is not evidence that the models are equal.")
-        tests = (f"**vs best:** {dv.test}, {dv.comparisons} comparison(s); * = significantly worse than rank 1 "
-                 f"at family-wise alpha {dv.alpha}. Why this test: {dv.test_why}. {power}")
+        tests = (f"**vs best:** {dv.test}; {dv.rows_tested} rows, * = significantly worse than rank 1 at family-wise "
+                 f"alpha {dv.alpha}. **Gap to rank 1**: rank 1's mean minus the row's, with its simultaneous "
+                 f"{1 - dv.alpha:.0%} interval from the same test. Why this test: {dv.test_why}. {_power_sentence(dv)}")
     else:
         tests = ("**vs best:** not tested: a significance test needs at least two seeds on both sides (one run "
                  "cannot separate a model from its training noise).")
-    stability = ("" if dv.kendall_tau_median is None else
-                 f"**Rank stability:** P(rank 1) and the rank plot come from {dv.rank_resamples} bootstrap "
-                 f"leaderboards (test images resampled for all models at once, each model's seeds resampled); "
-                 f"median Kendall tau between this ranking and the resampled ones: {dv.kendall_tau_median:.2f} "
-                 "(1 = the order never changes).")
+    failed = [m for m in dv.models if m.failed_seeds]
+    failures = ""
+    if failed:
+        named = "; ".join(f"`{esc(m.experiment)}`: {len(m.failed_seeds)} of {len(m.seeds)} seeds ("
+                          + ", ".join(f"seed {f.seed}: {esc(f.why)}" for f in m.failed_seeds) + ")" for m in failed)
+        failures = f"**Failed seeds:** {named}. Rule: {dv.failed_rule}; {dv.failed_in_mean}."
+    stability = _rank1_sentence(dv)
     return [f"Ranked by **{dv.metric}**: {dv.metric_definition}. Mean ± SD over seeds (sample SD; 'SD n/a' for "
             f"one seed). **{level} CI** of the mean: {dv.interval}; with one seed only image noise is counted "
-            "(marked 'images only').", "", tests, ""] + ([stability, ""] if stability else []) + [
+            "(marked 'images only').", "", tests, ""] + ([failures, ""] if failures else []) + (
+            [stability, ""] if stability else []) + [
+            f"NSD: Normalized Surface Dice (Metrics Reloaded), the share of both boundaries within "
+            f"{'an unrecorded tolerance' if dv.nsd_tolerance_px is None else f'{dv.nsd_tolerance_px:g} px'} of the "
+            "other at the ground truth's size (1% of the dataset's typical image diagonal, metrics/boundary.py; both "
+            "masks empty 1, one empty 0; '—' for runs made before it was computed). "
             "HD95 / ASSD: 95th-percentile Hausdorff and average symmetric surface distance in pixels at the ground "
             "truth's size (lower is better; both masks empty 0, one empty the image diagonal). Costs are means "
             "over seeds; GMACs = multiply-accumulates of one forward pass "
@@ -243,7 +354,7 @@ def _per_attribute(entries: list[Entry]) -> list[str]:
 
 
 def _dataset_section(dataset: str, runs: list[RunRecord], suite: Path, notes: list[str], make_plots: bool,
-                     recipes: Path | None) -> tuple[list[str], DatasetVerdicts]:
+                     recipes: Path | None) -> tuple[list[str], DatasetVerdicts]:  # suite: the folder
     """One dataset's table: the verdicts are computed into the typed model first, the markdown rendered from it."""
     metric = metric_for(dataset)
     by_exp: dict[str, list[RunRecord]] = defaultdict(list)
@@ -251,11 +362,11 @@ def _dataset_section(dataset: str, runs: list[RunRecord], suite: Path, notes: li
         by_exp[r.experiment or r.run].append(r)
     entries = [build_entry(x, rs, metric, notes) for x, rs in sorted(by_exp.items())]
     published = _Published(dataset, recipes)
-    dv = _verdicts(dataset, entries, rank(entries), published)
+    dv = _verdicts(dataset, entries, rank(entries), published, suite.name)
     show_dice = metric.name != "dice"
     header = ["Rank", "Model", "Weights", "Epochs", "Size", "Seeds", f"{metric.name} (ranks)",
-              f"{metric.name} 95% CI", "P(rank 1)", *(["Dice", "Dice 95% CI"] if show_dice else []),
-              *[f"{n} [95% CI]" for _, n in BOUNDARY], "IoU", "Published", "Params (M)", "GMACs", "ms/image",
+              f"{metric.name} 95% CI", "Gap to rank 1 [simult. 95%]", "P(rank 1)", *(["Dice", "Dice 95% CI"] if show_dice else []),
+              "NSD [95% CI]", *[f"{n} [95% CI]" for _, n in BOUNDARY], "IoU", "Published", "Params (M)", "GMACs", "ms/image",
               "Peak mem (MB)", "Images seen", "Train time", "vs best"]
     out = [f"## Dataset `{dataset}`", ""]
     if dataset in NOT_COMPARABLE:
@@ -265,7 +376,7 @@ def _dataset_section(dataset: str, runs: list[RunRecord], suite: Path, notes: li
     if dataset not in LAYOUTS:
         notes.append(f"{dataset}: not a dataset this version knows; ranked by mean Dice")
     out += table([_row(m, show_dice) for m in dv.models], header)
-    out += ["", *_footer(dv)]
+    out += ["", *_footer(dv), *_chance_lines(dv)]
     out += _extra(entries)
     out += _per_attribute(entries)
     out += _references(dataset, entries, published)

@@ -1,11 +1,12 @@
 """`lesionbench score TRUTH_DIR PRED_DIR`: score a folder of masks with our metrics, reported with
-the figures and JSON keys of the organisers' scorer (``isic-challenge-scoring``), plus HD95/ASSD.
+the figures and JSON keys of the organisers' scorer (``isic-challenge-scoring``), plus HD95/ASSD and
+the Normalized Surface Dice (NSD) at the dataset's tolerance.
 
 Files as the ISIC challenges name them: ``<id>_segmentation.png`` (Task 1; ``_Segmentation`` in
 2016) or ``<id>_attribute_<name>.png`` (2018 Task 2), one prediction per ground-truth mask under
 the same name. Like the organisers' scorer, both are greyscale and binarised at > 128, and a
 prediction must have its ground truth's size. Metrics: metrics/scores.py (counts, empty-mask
-policy), metrics/challenge.py (pooled Task 2 Jaccard), metrics/boundary.py (HD95, ASSD).
+policy), metrics/challenge.py (pooled Task 2 Jaccard), metrics/boundary.py (HD95, ASSD, NSD and its tolerances).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from lesionbench.data.layouts import IMAGE_EXTS, is_junk
 from lesionbench.errors import LesionBenchError
-from lesionbench.metrics.boundary import BOUNDARY_POLICY, boundary_distances
+from lesionbench.metrics.boundary import BOUNDARY_POLICY, NSD_POLICY, nsd_tolerance, surface_metrics
 from lesionbench.metrics.scores import image_stats, per_image_metrics, thresholded_jaccard
 
 Task = Literal["segmentation", "attribute"]
@@ -103,14 +104,19 @@ def detect_task(truth_dir: Path) -> Task:
     return "attribute" if any("_attribute_" in p.stem for p in Path(truth_dir).iterdir()) else "segmentation"
 
 
-def score_folder(truth_dir: str | Path, pred_dir: str | Path, task: Task | None = None) -> ScoreReport:
+#: The NSD tolerance of ISIC-named folders (every ISIC edition has the same one, metrics/boundary.py).
+ISIC_NSD_TOLERANCE = nsd_tolerance("isic2018")
+
+
+def score_folder(truth_dir: str | Path, pred_dir: str | Path, task: Task | None = None,
+                 nsd_tolerance_px: float = ISIC_NSD_TOLERANCE) -> ScoreReport:
     truth_dir, pred_dir = Path(truth_dir), Path(pred_dir)
     pairs = _pairs(truth_dir, pred_dir)
     task = task or detect_task(truth_dir)
-    return _segmentation(pairs) if task == "segmentation" else _attribute(pairs)
+    return _segmentation(pairs, nsd_tolerance_px) if task == "segmentation" else _attribute(pairs)
 
 
-def _segmentation(pairs: list[tuple[Path, Path]]) -> ScoreReport:
+def _segmentation(pairs: list[tuple[Path, Path]], tolerance: float) -> ScoreReport:
     rows, boundary = [], []
     for truth, pred in pairs:
         if not _SEGMENTATION.match(truth.stem):
@@ -119,15 +125,18 @@ def _segmentation(pairs: list[tuple[Path, Path]]) -> ScoreReport:
         per = per_image_metrics(image_stats(p[None, None], t[None, None])[0, 0])
         rows.append({"accuracy": per["accuracy"], "sensitivity": per["recall"], "specificity": per["specificity"],
                      "jaccard": per["iou"], "threshold_jaccard": thresholded_jaccard(per["iou"]), "dice": per["dice"]})
-        boundary.append(boundary_distances(p, t))
+        boundary.append(surface_metrics(p, t, tolerance))
     macro = pd.DataFrame([{k: float(v) for k, v in r.items()} for r in rows]).mean().rename("macro_average")
-    hd95, assd = np.mean(boundary, axis=0)
+    hd95, assd, nsd = np.mean(boundary, axis=0)
     overall = float(macro["threshold_jaccard"])
     result = {"overall": overall, "validation": overall, "macro_average": macro.to_dict(),
-              "boundary": {"hd95": float(hd95), "assd": float(assd), "policy": BOUNDARY_POLICY}}
+              "boundary": {"hd95": float(hd95), "assd": float(assd), "policy": BOUNDARY_POLICY,
+                           "nsd": float(nsd), "nsd_tolerance": float(tolerance), "nsd_policy": NSD_POLICY}}
     text = (f"Overall: {overall}\nValidation: {overall}\n\nMacro averaged metrics:\n{macro.to_string()}"
             f"\n\nBoundary distances (pixels, mean over images; {BOUNDARY_POLICY}):\n"
-            f"{pd.Series({'hd95': float(hd95), 'assd': float(assd)}).to_string()}")
+            f"{pd.Series({'hd95': float(hd95), 'assd': float(assd)}).to_string()}"
+            f"\n\nNormalized Surface Dice at {tolerance:g} px (mean over images; {NSD_POLICY}):\n"
+            f"{pd.Series({'nsd': float(nsd)}).to_string()}")
     return ScoreReport("segmentation", result, text)
 
 
@@ -166,7 +175,8 @@ def _image_id(path: Path) -> str:
 def score_dataset_folder(truth_dir: str | Path, pred_dir: str | Path, dataset: str) -> ScoreReport:
     """Score predictions against a dataset's own masks, read as its loader reads them (Kvasir-SEG: RGB JPEG,
     binarised at > 127), paired by image id; every prediction needs a truth, truths without one are not
-    scored (and counted). The headline is the dataset's primary metric; per-image values are in the JSON.
+    scored (and counted). The headline is the dataset's primary metric; per-image values are in the JSON,
+    NSD at the dataset's tolerance (``nsd_tolerance`` in the JSON).
     """
     from lesionbench.data.decode import load_mask
     from lesionbench.data.layouts import get_layout
@@ -186,7 +196,8 @@ def score_dataset_folder(truth_dir: str | Path, pred_dir: str | Path, dataset: s
     if lone:
         raise LesionBenchError(f"{preds[lone[0]]}: no ground truth for image id {lone[0]} in {truth_dir} "
                                f"({len(lone)} prediction(s) without one); point TRUTH_DIR at the dataset's masks")
-    stats, per_image, boundary = [], {}, []
+    stats, per_image = [], {}
+    tolerance = nsd_tolerance(dataset)
     for iid in sorted(preds):
         t = torch.from_numpy(load_mask(truths[iid], layout.mask_threshold).astype(bool))
         p = torch.from_numpy(load_mask(preds[iid], BINARY_THRESHOLD).astype(bool))
@@ -196,17 +207,16 @@ def score_dataset_folder(truth_dir: str | Path, pred_dir: str | Path, dataset: s
         counts = image_stats(p[None, None], t[None, None])[0]  # 1 class × 4 counts
         stats.append(counts)
         per = per_image_metrics(counts[0])
-        hd95, assd = boundary_distances(p, t)
-        boundary.append((hd95, assd))
+        hd95, assd, nsd = surface_metrics(p, t, tolerance)
         per_image[iid] = {k: float(per[k]) for k in ("dice", "iou", "precision", "recall", "specificity",
-                                                       "accuracy")} | {"hd95": float(hd95), "assd": float(assd)}
+                                                       "accuracy")} | {"hd95": hd95, "assd": assd, "nsd": nsd}
     metric = primary_metric(dataset)
     value = metric.value(torch.stack(stats))
     frame = pd.DataFrame(per_image).T
     result = {"dataset": dataset, "metric": metric.name, "value": value, "definition": metric.definition,
               "n_scored": len(preds), "n_truths": len(truths), "mean": frame.mean().to_dict(),
-              "per_image": per_image}
+              "nsd_tolerance": tolerance, "nsd_policy": NSD_POLICY, "per_image": per_image}
     text = (f"{dataset}: {metric.name} {value:.6f} over {len(preds)} image(s) ({metric.definition}); "
             f"{len(truths) - len(preds)} ground truth(s) without a prediction not scored\n\n"
-            f"Means over images:\n{frame.mean().to_string()}")
+            f"Means over images (nsd at {tolerance:g} px):\n{frame.mean().to_string()}")
     return ScoreReport("segmentation", result, text)

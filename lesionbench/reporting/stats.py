@@ -1,5 +1,6 @@
-"""Statistics behind the leaderboard: intervals with seed and image noise, an all-pairs seed-level test
-with Holm correction, the power of that test, and the ranking's stability under resampling.
+"""Statistics behind the leaderboard: intervals with seed and image noise, Welch's two-sample test, and
+the ranking's stability under resampling (the test against rank 1, its power and the seed planner are
+in seedtest.py).
 
 Every function is vectorised over leading axes, so tests/test_verdicts.py runs the very code the
 leaderboard calls on thousands of simulated suites (false-mark rate, coverage, power).
@@ -7,7 +8,6 @@ leaderboard calls on thousands of simulated suites (false-mark rate, coverage, p
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Sequence
 
@@ -43,14 +43,6 @@ def _ratio(num: np.ndarray | float, den: np.ndarray | float) -> np.ndarray:
 # cancels in a difference. Everything below is vectorised over leading axes so the simulation tests
 # run the very functions the leaderboard calls, thousands of suites at once.
 
-#: The test behind every "significantly worse" mark (printed under every leaderboard).
-SEED_TEST = ("Welch's t-test on per-seed scores (each training run scored on the whole test set), every pair of "
-             "models, Holm-corrected over all pairs")
-#: Why that test (printed under every leaderboard).
-SEED_TEST_WHY = ("a run is the unit that varies between seeds, so seed-to-seed noise is the error term; Holm over "
-                 "all k(k-1)/2 pairs keeps the chance of any false mark at most alpha although the best model is "
-                 "picked on the same data (a test against the observed best alone does not); proven by null "
-                 "simulation in tests/test_verdicts.py")
 #: How the interval of a model's mean is made (printed under every leaderboard).
 MEAN_CI = ("t interval of the seed mean with two variance parts, seed-to-seed (variance of per-seed scores / seeds) "
            "and test images (variance of per-image values, averaged over seeds, / images; a pooled metric by the "
@@ -79,71 +71,6 @@ def welch_p(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         p = 2 * stats.t.sf(np.abs(t), df)
     p = np.where(se2 > 1e-24, p, 1.0)  # rounding-level spread is no spread
     return np.where((na >= 2) & (nb >= 2), p, np.nan)
-
-
-def holm_last_axis(p: np.ndarray) -> np.ndarray:
-    """Holm adjustment over the last axis, vectorised; NaN p-values are not part of the family."""
-    p = np.asarray(p, float)
-    m = np.sum(np.isfinite(p), -1, keepdims=True)
-    filled = np.where(np.isfinite(p), p, np.inf)
-    order = np.argsort(filled, -1, kind="stable")
-    ranked = np.take_along_axis(filled, order, -1)
-    steps = np.arange(p.shape[-1])
-    adjusted = np.minimum(1.0, np.maximum.accumulate(np.where(np.isfinite(ranked), (m - steps) * ranked, 1.0), -1))
-    out = np.empty_like(adjusted)
-    np.put_along_axis(out, order, adjusted, -1)
-    return np.where(np.isfinite(p), out, np.nan)
-
-
-def pairwise_holm(scores: np.ndarray) -> np.ndarray:
-    """All-pairs Welch p-values, Holm-adjusted over the pairs: [..., models, seeds] -> [..., models, models].
-
-    Missing seeds are NaN; the diagonal is NaN.
-    """
-    s = np.asarray(scores, float)
-    k = s.shape[-2]
-    i, j = np.triu_indices(k, 1)
-    adjusted = holm_last_axis(welch_p(s[..., i, :], s[..., j, :]))
-    out = np.full(s.shape[:-2] + (k, k), np.nan)
-    out[..., i, j] = adjusted
-    out[..., j, i] = adjusted
-    return out
-
-
-def worse_than_best(scores: np.ndarray, alpha: float) -> np.ndarray:
-    """The leaderboard's "*": models significantly below the top-ranked one: [..., models, seeds] -> bool."""
-    s = np.asarray(scores, float)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        means = np.nanmean(s, -1)
-    best = np.nanargmax(np.where(np.isfinite(means), means, -np.inf), -1)
-    adj = pairwise_holm(s)
-    p_vs_best = np.take_along_axis(adj, best[..., None, None], -2)[..., 0, :]
-    return (p_vs_best < alpha) & (means < np.take_along_axis(means, best[..., None], -1))
-
-
-def detectable_difference(n_a: int, n_b: int, alpha: float, power: float = 0.8, sims: int = 20000,
-                          seed: int = 0) -> float:
-    """Smallest true difference, in seed-SD units, that this Welch test at level ``alpha`` detects
-    with probability ``power`` (Monte Carlo on the test itself; bisection with common random numbers)."""
-    if min(n_a, n_b) < 2:
-        return float("nan")
-    return _detectable(n_a, n_b, round(alpha, 12), power, sims, seed)
-
-
-@functools.lru_cache(maxsize=64)
-def _detectable(n_a: int, n_b: int, alpha: float, power: float, sims: int, seed: int) -> float:
-    rng = np.random.default_rng(seed)
-    za, zb = rng.standard_normal((sims, n_a)), rng.standard_normal((sims, n_b))
-    low, high = 0.0, 1.0
-    while np.mean(welch_p(za + high, zb) < alpha) < power:
-        low, high = high, high * 2
-        if high > 1e4:
-            return float("inf")
-    for _ in range(40):
-        mid = (low + high) / 2
-        low, high = (mid, high) if np.mean(welch_p(za + mid, zb) < alpha) < power else (low, mid)
-    return high
 
 
 def mean_ci(num: np.ndarray, den: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

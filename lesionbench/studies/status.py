@@ -65,6 +65,17 @@ def _finished_otherwise(run: PlannedRun, run_dir: Path) -> RunState | None:
                                                            "the recipe differ): `run` with these would train it again")
 
 
+def flag_failed(states: list[RunState], suite_dir: Path) -> list[RunState]:
+    """Finished runs that the leaderboard names as failed trainings say so (reporting.seedplan.failed_runs)."""
+    from lesionbench.reporting.seedplan import failed_runs
+
+    if not any(s.state == "finished" for s in states):
+        return states
+    failed = failed_runs(suite_dir)
+    return [s.model_copy(update={"detail": f"{s.detail}; FAILED TRAINING: {failed[s.run]}".lstrip("; ")})
+            if s.state == "finished" and s.run in failed else s for s in states]
+
+
 def suite_status(runs: list[PlannedRun], suite_dir: Path, timeout: float | None = None) -> list[RunState]:
     return [run_state(run, suite_dir / run.name, timeout) for run in runs]
 

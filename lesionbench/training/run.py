@@ -30,10 +30,12 @@ from lesionbench.errors import LesionBenchError
 from lesionbench.io import DiskFullError, atomic_path, is_disk_full
 from lesionbench.lifecycle import finish_run, set_aside_if_stale, start_run
 from lesionbench.lifecycle.profile import measure_cost
+from lesionbench.metrics.chance import chance_scores, mean_mask
 from lesionbench.metrics.scores import summarize
 from lesionbench.models.registry import accepts_option
 from lesionbench.runfolder import (
     WEIGHTS,
+    ChanceScores,
     Determinism,
     PhaseDone,
     RunFolderError,
@@ -83,6 +85,7 @@ class _Run:
     epochs_done: int = 0
     resumed: bool = False
     test: tuple[dict[str, Any], list[dict[str, Any]]] = field(default_factory=lambda: ({}, []))
+    chance: ChanceScores | None = None  # trivial predictions' scores on the same test images
 
 
 def train(
@@ -201,6 +204,8 @@ def _test(run: _Run) -> bool:
                                        [SaveTestOutputs(run.run_dir)], run.progress, run.loggers)
         run.determinism = _determinism(run.cfg)
     run.dm.setup("test")
+    mean = run.dm.mask_mean("train")  # the mean-mask chance floor, scored by the test loop beside the model
+    run.task.chance_prior = None if mean is None else mean_mask(mean)
     run.trainer.test(run.task, datamodule=run.dm, verbose=False)
     if run.trainer.interrupted:  # a test loop cut short must never become a result
         raise KeyboardInterrupt
@@ -212,7 +217,9 @@ def _test(run: _Run) -> bool:
         raise RuntimeError(f"{run.run_dir}: the test loop scored {index.numel()} of {len(test_ids)} test images")
     ids = [test_ids[i] for i in index.reshape(-1).tolist()]  # torchmetrics squeezes a 1-image result
     run.test = summarize(stats, ids, run.cfg.dataset.name, run.dm.class_names,
-                         boundary=run.task.test_boundary_result)
+                         boundary=run.task.test_boundary_result, nsd_tolerance=run.task.nsd_tolerance)
+    run.chance = chance_scores(stats, run.cfg.dataset.name, run.task.test_chance_result,
+                               n_train=len(run.dm.train_ids) if run.task.chance_prior is not None else None)
     return True
 
 
@@ -245,6 +252,7 @@ def _metrics(run: _Run) -> RunMetrics:
         "phases": [p.name for p in task.phases],
         "last_phase": task.phases[-1].name,
         "preprocessing": describe(cfg.dataset.image_size, (dm.mean, dm.std)),  # predict/explain/export read it
+        "chance": run.chance,
     }})
 
 

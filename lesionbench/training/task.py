@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from lesionbench.config import ExperimentConfig, PhaseConfig
-from lesionbench.metrics.boundary import image_boundary
+from lesionbench.metrics.boundary import image_boundary, nsd_tolerance
 from lesionbench.metrics.challenge import ValPrimary
+from lesionbench.metrics.chance import as_prediction
 from lesionbench.metrics.scores import PerImageStats, ValDice, image_stats, resize_logits_to
 from lesionbench.models import create_model, freeze, unfreeze
 from lesionbench.training.losses import build_loss
@@ -61,12 +62,18 @@ class SegmentationTask(L.LightningModule):
         self.val_dice = ValDice()
         self.val_primary = ValPrimary(self.cfg.dataset.name)
         self.test_stats = PerImageStats()
-        self.test_boundary = PerImageStats(width=2)
+        self.nsd_tolerance = nsd_tolerance(self.cfg.dataset.name)  # px at ground-truth size
+        self.test_boundary = PerImageStats(width=3)
+        self.test_chance = PerImageStats()
+        #: the mean-mask chance prediction (bool C×h×w at the network input size; training/run.py sets it
+        #: before the test): the test loop scores it beside the model on each image (metrics/chance.py)
+        self.chance_prior: torch.Tensor | None = None
         self.phases = self.cfg.resolved_phases()
         self.phase_index = 0
         self._compiled = False  # configure_model may run again (a phase, a test): compile once
         self.test_result: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.test_boundary_result: torch.Tensor | None = None  # N×C×(hd95, assd), rows as test_result's
+        self.test_boundary_result: torch.Tensor | None = None  # N×C×(hd95, assd, nsd), rows as test_result's
+        self.test_chance_result: torch.Tensor | None = None  # N×C×4 counts of chance_prior, rows as test_result's
         self.set_phase(0)
 
     # ------------------------------------------------------------------ phases
@@ -130,22 +137,29 @@ class SegmentationTask(L.LightningModule):
         """Compare at the ground truth's original size, one image at a time; returns the masks it
         scored (C×H×W bool, CPU) for callbacks (training/test_outputs.py writes them to the run folder)."""
         logits = self._final(self(batch["image"]))
-        stats, boundary, masks = [], [], []
+        stats, boundary, masks, chance = [], [], [], []
         for i, gt in enumerate(batch["orig_mask"]):
             up = resize_logits_to(logits[i : i + 1].float(), gt.shape[-2:])  # predict's resize too
             pred, target = up.sigmoid() > self.threshold, gt.unsqueeze(0).bool()
             stats.append(image_stats(pred, target))
             masks.append(pred[0].cpu())
-            boundary.append(image_boundary(masks[-1][None], target.cpu()))  # CPU: scipy's distance transform
+            # CPU: scipy's distance transform; HD95, ASSD and NSD in one pass
+            boundary.append(image_boundary(masks[-1][None], target.cpu(), tolerance=self.nsd_tolerance))
+            if self.chance_prior is not None:
+                chance.append(image_stats(as_prediction(self.chance_prior, gt.shape[-2:])[None], target.cpu()))
         self.test_stats.update(torch.cat(stats), batch["index"])
         self.test_boundary.update(torch.cat(boundary).to(self.device), batch["index"])
+        if chance:
+            self.test_chance.update(torch.cat(chance).to(self.device), batch["index"])
         return {"pred": masks}
 
     def on_test_epoch_end(self) -> None:
         self.test_result = self.test_stats.compute()
         self.test_boundary_result = self.test_boundary.compute()[1]
+        self.test_chance_result = self.test_chance.compute()[1] if self.chance_prior is not None else None
         self.test_stats.reset()
         self.test_boundary.reset()
+        self.test_chance.reset()
 
     @staticmethod
     def _final(out: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
