@@ -155,13 +155,19 @@ def build_entry(experiment: str, runs: list[RunRecord], metric: PrimaryMetric, n
             e.terms[r.run] = t
     e.seed_scores = [v for v in (_seed_primary(r, metric, e.terms.get(r.run)) for r in e.runs) if v is not None]
     e.stats["primary"] = mean_std(e.seed_scores) if e.seed_scores else None
-    e.stats["nsd"] = _agg([r.metrics.per_image.get("nsd") if r.metrics else None for r in e.runs])
+    nsd = [r.metrics.per_image.get("nsd") if r.metrics else None for r in e.runs]
+    e.stats["nsd"] = _agg(nsd) if all(v is not None for v in nsd) else None  # a part of the seeds: not shown
+    if e.stats["nsd"] is None and any(v is not None for v in nsd):
+        notes.append(f"{experiment}: NSD recorded for {sum(v is not None for v in nsd)} of {len(nsd)} seeds (runs made "
+                     "before it was computed have none), so its NSD column is left empty")
     for key in ("dice", "iou", "nsd", *[k for k, _ in BOUNDARY]):
         wide = _wide([r.per_image[key].astype(float).rename(r.run) for r in e.runs
                       if r.per_image is not None and key in r.per_image and r.per_image[key].notna().all()],
                      experiment, notes if key == "dice" else [])
         bounds = (0.0, np.inf) if key in dict(BOUNDARY) else (0.0, 1.0)
         e.intervals[key] = _interval(e.stats[key], wide, None if wide is None else wide * 0 + 1, bounds)
+        if key == "nsd" and e.stats["nsd"] is None:
+            e.intervals[key] = None
     num = _wide([t[0].rename(run) for run, t in e.terms.items()], experiment, [])
     den = _wide([t[1].rename(run) for run, t in e.terms.items()], experiment, [])
     e.intervals["primary"] = _interval(e.stats["primary"], num, den)

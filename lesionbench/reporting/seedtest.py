@@ -174,11 +174,20 @@ def detectable_gap(k: int, seeds: int, alpha: float, power: float = 0.8, sims: i
 
 def seeds_needed(k: int, gap_sd: float, alpha: float, power: float = 0.8, max_seeds: int = 50) -> int | None:
     """Fewest seeds per row with which this test finds a gap of ``gap_sd`` seed-SDs ``power`` of the
-    time (None: more than ``max_seeds``)."""
-    for seeds in range(2, max_seeds + 1):
-        if detectable_gap(k, seeds, alpha, power) <= gap_sd:
-            return seeds
-    return None
+    time (None: more than ``max_seeds``). The detectable gap shrinks as seeds grow, so the seeds are
+    found by doubling, then bisection."""
+    def enough(seeds: int) -> bool:
+        return detectable_gap(k, seeds, alpha, power) <= gap_sd
+
+    low, high = 1, 2  # enough(low) is False by convention (one seed has no variance)
+    while not enough(high):
+        if high >= max_seeds:
+            return None
+        low, high = high, min(high * 2, max_seeds)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if not enough(mid) else (low, mid)
+    return high
 
 
 # --------------------------------------------------------------------------- P(rank 1) of equal models
