@@ -19,7 +19,7 @@ from PIL import Image
 from lesionbench.data.decode import Size, hw, load_mask, load_pair
 from lesionbench.data.layouts import Sample
 from lesionbench.io import atomic_write_json, read_json
-from lesionbench.metrics.boundary import image_boundary
+from lesionbench.metrics.boundary import image_boundary, nsd_tolerance
 from lesionbench.metrics.scores import image_stats, resize_logits_to, summarize
 from lesionbench.runfolder import mask_files
 
@@ -100,6 +100,6 @@ def score(samples: list[Sample], predictions: Path, threshold: int, dataset: str
             pred = torch.from_numpy(seg == LABELS["lesion"])[None]
         Image.fromarray(pred[0, 0].numpy().astype(np.uint8) * 255).save(masks_out / mask_files(s.id, class_names)[0])
         stats.append(image_stats(pred, truth)[0])
-        boundary.append(image_boundary(pred, truth)[0])  # HD95/ASSD as the test loop computes them
+        boundary.append(image_boundary(pred, truth, tolerance=nsd_tolerance(dataset))[0])  # as the test loop
     return summarize(torch.stack(stats), [s.id for s in samples], dataset, class_names,
-                     boundary=torch.stack(boundary))
+                     boundary=torch.stack(boundary), nsd_tolerance=nsd_tolerance(dataset))

@@ -40,8 +40,9 @@ def _as_lists(batch: list[tuple]) -> list[list]:
 
 
 def score_samples(run: LoadedRun, samples: list[Sample], mask_threshold: int,
-                  progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(tp, fp, fn, tn) N×C×4 and (HD95, ASSD) N×C×2 per image and channel, rows in ``samples``' order.
+                  progress: bool = False, nsd_tolerance: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tp, fp, fn, tn) N×C×4 and (HD95, ASSD) N×C×2 per image and channel, rows in ``samples``' order;
+    with ``nsd_tolerance`` (px) the surface part is N×C×3 (+ NSD), as the test loop computes it.
     ``mask_threshold``: the dataset's ground-truth threshold (``Layout.mask_threshold``)."""
     loader = DataLoader(_Items(samples, run.preprocess, mask_threshold), batch_size=run.batch_size,
                         shuffle=False, num_workers=run.cfg.dataset.num_workers, collate_fn=_as_lists)
@@ -50,7 +51,7 @@ def score_samples(run: LoadedRun, samples: list[Sample], mask_threshold: int,
         for probs, truth in zip(run.predictor.probabilities(inputs, sizes), truths, strict=True):
             pred, target = torch.from_numpy(run.mask(probs))[None], torch.from_numpy(truth)[None].bool()
             stats.append(image_stats(pred, target))
-            boundary.append(image_boundary(pred, target))
+            boundary.append(image_boundary(pred, target, tolerance=nsd_tolerance))
     return torch.cat(stats), torch.cat(boundary)
 
 

@@ -171,6 +171,7 @@ def evaluate_run(run_dir: str | Path, dataset: str, split: str = "test", root: s
     its ground truth's original size."""
     from lesionbench.inference.load import load_run
     from lesionbench.inference.score import device_of, score_samples
+    from lesionbench.metrics.boundary import nsd_tolerance
     from lesionbench.metrics.scores import summarize
 
     run_dir = Path(run_dir)
@@ -213,9 +214,11 @@ def evaluate_run(run_dir: str | Path, dataset: str, split: str = "test", root: s
                     len(dropped))
 
     layout = get_layout(dataset)
-    stats, boundary = score_samples(run, kept, layout.mask_threshold, progress)
+    tolerance = nsd_tolerance(dataset)  # NSD as the test loop scores it
+    stats, boundary = score_samples(run, kept, layout.mask_threshold, progress, nsd_tolerance=tolerance)
     ids = [s.id for s in kept]
-    metrics, rows = summarize(stats, ids, dataset, list(layout.class_names), boundary=boundary)
+    metrics, rows = summarize(stats, ids, dataset, list(layout.class_names), boundary=boundary,
+                              nsd_tolerance=tolerance)
     checked = EvalMetrics.model_validate({
         **metrics, "run": run_dir.name, "experiment": cfg.name, "model": read_metrics(run_dir).model,
         "seed": cfg.trainer.seed,
