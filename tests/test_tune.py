@@ -295,3 +295,30 @@ def test_grid_worker_waits_for_running_points_then_leaves() -> None:
     assert tune_support.grid_state(study, space) == "wait"
     study.tell(second, 0.7)
     assert tune_support.grid_state(study, space) == "done"
+
+
+@pytest.mark.timeout(60)
+def test_a_trial_waits_for_an_earlier_trial_still_drawing_its_point() -> None:
+    """The race CI hit: worker A's trial exists but has not drawn its grid point when worker B's trial on
+    the same point checks for duplicates; B must wait for A's draw and close as a duplicate."""
+    import threading
+
+    from lesionbench.studies import tune_support
+
+    space = {"x": [1, 2]}
+    study = optuna.create_study(sampler=optuna.samplers.PartialFixedSampler({"x": 1}, optuna.samplers.RandomSampler()))
+    earlier = study.ask()  # created, no parameters yet
+    later = study.ask()
+    assert later.suggest_categorical("x", [1, 2]) == 1
+    timer = threading.Timer(0.5, lambda: earlier.suggest_categorical("x", [1, 2]))
+    timer.start()
+    try:
+        assert tune_support.duplicate_of(study, later, space, wait_s=20) == earlier.number
+    finally:
+        timer.cancel()
+    other = study.ask()  # a trial that never draws: waited for at most wait_s, then not a duplicate
+    study.enqueue_trial({"x": 2})
+    last = study.ask()
+    assert last.suggest_categorical("x", [1, 2]) == 2
+    assert tune_support.duplicate_of(study, last, space, wait_s=0.3) is None
+    assert other.number < last.number

@@ -215,13 +215,29 @@ def grid_state(study: optuna.Study, space: dict[str, list[Any]]) -> str:
     return "wait" if TrialState.RUNNING in held.values() else "done"
 
 
-def duplicate_of(study: optuna.Study, trial: optuna.Trial, space: dict[str, list[Any]]) -> int | None:
-    """The lower-numbered live trial holding this trial's grid point (two workers raced), if any."""
+#: How long a trial waits for a lower-numbered trial that has not written its grid point yet.
+DRAW_WAIT_S = 10.0
+
+
+def duplicate_of(study: optuna.Study, trial: optuna.Trial, space: dict[str, list[Any]],
+                 wait_s: float = DRAW_WAIT_S) -> int | None:
+    """The lower-numbered live trial holding this trial's grid point (two workers raced), if any.
+
+    A lower-numbered running trial that has not written its parameters yet (its worker is between
+    creating the trial and drawing the point) is waited for, up to ``wait_s``: deciding before it
+    has drawn let two workers train the same point (seen under load in CI)."""
     mine = point(trial, space)
-    for t in study.get_trials(deepcopy=False, states=TAKEN):
-        if t.number < trial.number and point(t, space) == mine and "duplicate_of" not in t.user_attrs:
-            return t.number
-    return None
+    deadline = time.monotonic() + wait_s
+    while True:
+        earlier = [t for t in study.get_trials(deepcopy=False, states=TAKEN)
+                   if t.number < trial.number and "duplicate_of" not in t.user_attrs]
+        for t in earlier:
+            if point(t, space) == mine:
+                return t.number
+        drawing = [t for t in earlier if t.state == TrialState.RUNNING and point(t, space) is None]
+        if not drawing or time.monotonic() > deadline:
+            return None
+        time.sleep(0.1)
 
 
 def fail_reason(t: FrozenTrial) -> str | None:
