@@ -204,17 +204,23 @@ def _nsd_tolerance(entries: list[Entry]) -> float | None:
 
 def _chance(entries: list[Entry]) -> list[ChanceRow]:
     """The chance floor of the table's test images: from the rank-1 row's runs, a run with the mean-mask
-    floor first (runs before issue 30 give the empty and full floors from their per_image.csv)."""
-    from lesionbench.metrics.chance import run_floors
+    floor first (runs before issue 30 give the empty and full floors from their per_image.csv). Read from
+    the run records already loaded, not from the folders again."""
+    from lesionbench.metrics.chance import floors_from_rows
 
     if not entries:
         return []
     best: tuple[str, dict] | None = None
     for r in entries[0].runs:
-        try:
-            floors = run_floors(r.path)
-        except Exception as err:  # an unreadable or countless per_image.csv: no floor, never a lost board
-            log.debug("chance floor of %s: %s", r.path, err)
+        if r.metrics is not None and r.metrics.chance is not None:
+            floors = dict(r.metrics.chance.scores)
+        elif r.per_image is not None:
+            try:
+                floors = floors_from_rows(r.per_image, str(r.dataset))
+            except (KeyError, LesionBenchError) as err:  # no counts (an older run): no floor, never a lost board
+                log.debug("chance floor of %s: %s", r.path, err)
+                continue
+        else:
             continue
         if best is None or (any(f.mean_mask is not None for f in floors.values())
                             and all(f.mean_mask is None for f in best[1].values())):
